@@ -1,0 +1,24 @@
+"""Hardware profiles: TOML data validated by a pydantic schema (no torch/tvm imports here)."""
+
+from hw_profiles._loader import (
+    ProfileError,
+    UnknownProfileError,
+    get_profile,
+    list_profiles,
+    load_profile_file,
+    profile_dirs,
+)
+from hw_profiles._schema import PROFILE_SCHEMA_VERSION, Measure, Profile, Supports
+
+__all__ = [
+    "PROFILE_SCHEMA_VERSION",
+    "Measure",
+    "Profile",
+    "ProfileError",
+    "Supports",
+    "UnknownProfileError",
+    "get_profile",
+    "list_profiles",
+    "load_profile_file",
+    "profile_dirs",
+]

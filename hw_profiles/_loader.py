@@ -1,0 +1,81 @@
+"""Load and list hardware profiles (TOML files under this package, or HWNAS_PROFILE_DIR)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import cache
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from hw_profiles._schema import Profile
+from search_spaces import HwnasError
+
+_BUILTIN = Path(__file__).resolve().parent
+
+
+class ProfileError(HwnasError, ValueError):
+    """A profile file that does not parse or validate."""
+
+
+class UnknownProfileError(HwnasError, KeyError):
+    """A profile name with no file."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def profile_dirs() -> list[Path]:
+    """Built-in profiles, then any directories in ``HWNAS_PROFILE_DIR`` (os.pathsep separated)."""
+    extra = [Path(p) for p in os.environ.get("HWNAS_PROFILE_DIR", "").split(os.pathsep) if p]
+    return [_BUILTIN, *extra]
+
+
+def load_profile_file(path: Path) -> Profile:
+    """Parse and validate one TOML profile file.
+
+    Raises:
+        ProfileError: the file is not valid TOML or does not match the schema.
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ProfileError(f"{path}: {e}") from e
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError(f"{path}: {e}") from e
+    return profile
+
+
+@cache
+def _all_profiles(dirs: tuple[Path, ...]) -> dict[str, Profile]:
+    found: dict[str, Profile] = {}
+    for d in dirs:
+        for path in sorted(d.rglob("*.toml")):
+            profile = load_profile_file(path)
+            expected = path.relative_to(d).with_suffix("").as_posix()
+            if profile.name != expected:
+                raise ProfileError(f"{path}: name {profile.name!r} must match its path {expected!r}")
+            found[profile.name] = profile
+    return found
+
+
+def list_profiles() -> list[Profile]:
+    return [p for _, p in sorted(_all_profiles(tuple(profile_dirs())).items())]
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name`` (e.g. ``x86/local``).
+
+    Raises:
+        UnknownProfileError: no such profile.
+    """
+    profiles = _all_profiles(tuple(profile_dirs()))
+    try:
+        return profiles[name]
+    except KeyError:
+        raise UnknownProfileError(
+            f"unknown hardware profile {name!r}; known: {sorted(profiles)}"
+        ) from None

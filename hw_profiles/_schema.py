@@ -1,0 +1,68 @@
+"""Hardware profile schema: a TVM target, how to measure on it, what it supports."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROFILE_SCHEMA_VERSION = 1
+
+
+class Measure(BaseModel):
+    """Where and how latency is measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    via: Literal["local", "rpc"] = "local"
+    tracker: str | None = Field(default=None, description="host:port of a TVM RPC tracker")
+    key: str | None = Field(default=None, description="device key at the tracker")
+    host: str | None = Field(default=None, description="host:port of a direct TVM RPC server")
+    session_timeout_s: int = Field(default=120, ge=1, le=3600)
+    threads: int = Field(default=1, ge=1, le=256)
+    warmup: int = Field(default=5, ge=0, le=1000)
+    number: int = Field(default=20, ge=1, le=10_000)
+    repeat: int = Field(default=15, ge=3, le=1000)
+    max_cv: float = Field(default=0.15, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _rpc_needs_address(self) -> Measure:
+        if self.via == "rpc" and not (self.tracker and self.key) and not self.host:
+            raise ValueError("measure.via = 'rpc' needs tracker + key, or host")
+        return self
+
+
+class Supports(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    int8_dot: bool = False
+    fp16: bool = False
+
+
+class Profile(BaseModel):
+    """One deployment target, loaded from ``hw_profiles/<vendor>/<device>.toml``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_version: int = PROFILE_SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9_-]+/[a-z0-9_.-]+$")
+    description: str = ""
+    target: dict[str, Any]
+    measure: Measure = Measure()
+    supports: Supports = Supports()
+    cross_compiler: str | None = Field(default=None, description="cc used by export_library")
+
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
+        if self.schema_version != PROFILE_SCHEMA_VERSION:
+            raise ValueError(
+                f"profile schema_version {self.schema_version} is not supported "
+                f"(expected {PROFILE_SCHEMA_VERSION})"
+            )
+        if "kind" not in self.target:
+            raise ValueError("target.kind is required (e.g. 'llvm', 'cuda')")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return self.measure.via == "local"

@@ -1,0 +1,170 @@
+"""Small joint spaces: a plain CNN and an MLP, per-layer bits x prune x rank.
+
+These are the walking-skeleton spaces (sized for sklearn's digits and Fashion-MNIST on two
+cores). Parameter names are ``<family>.depth``, ``<family>.layer<i>.width`` and so on, so the
+dashboard groups them per family and layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from search_spaces._candidate import Candidate, LayerChoice
+from search_spaces._registry import register_space
+from search_spaces._space import Dimension, SearchSpace, SpaceContext, TrialLike
+
+_COMMON = [
+    Dimension(
+        name="wbits",
+        allowed=(2, 4, 8, 16, 32),
+        default=(4, 8, 32),
+        description="weight bits per layer (32 = float)",
+    ),
+    Dimension(
+        name="prune",
+        allowed=(0.0, 0.25, 0.5, 0.75),
+        default=(0.0, 0.25, 0.5),
+        description="structured prune ratio per layer (fraction of output channels removed)",
+    ),
+    Dimension(
+        name="rank",
+        allowed=(1.0, 0.5, 0.25, 0.125),
+        default=(1.0, 0.5, 0.25),
+        description="low-rank fraction of full rank per layer (1 = dense)",
+    ),
+    Dimension(name="head_wbits", allowed=(4, 8, 16, 32), default=(8, 32), description="head bits"),
+]
+
+
+def _sample_family(
+    space: SearchSpace, trial: TrialLike, family: str, prefix: str
+) -> Candidate:
+    c = space.choices
+    depth = int(trial.suggest_categorical(f"{prefix}depth", c["depth"]))
+    kernel = int(trial.suggest_categorical(f"{prefix}kernel", c["kernel"])) if family == "cnn" else 3
+    layers = []
+    for i in range(depth):
+        p = f"{prefix}layer{i}."
+        layers.append(
+            LayerChoice(
+                width=int(trial.suggest_categorical(p + "width", c["width"])),
+                wbits=int(trial.suggest_categorical(p + "wbits", c["wbits"])),
+                prune=float(trial.suggest_categorical(p + "prune", c["prune"])),
+                rank=float(trial.suggest_categorical(p + "rank", c["rank"])),
+            )
+        )
+    shape = space.context.input_shape
+    if family == "mlp":
+        shape = (math.prod(shape),)
+    return Candidate(
+        space=space.name,
+        family=family,  # type: ignore[arg-type]
+        input_shape=shape,
+        num_classes=space.context.num_classes,
+        kernel=kernel,
+        layers=tuple(layers),
+        head_wbits=int(trial.suggest_categorical(f"{prefix}head.wbits", c["head_wbits"])),
+    )
+
+
+def _needs_image(name: str, context: SpaceContext) -> None:
+    if len(context.input_shape) != 3:
+        raise ValueError(
+            f"space {name!r} needs image data (C, H, W); the dataset gives {context.input_shape}"
+        )
+
+
+@register_space("cnn_small")
+class CnnSmall(SearchSpace):
+    """Plain CNN: depth conv3x3/5x5 + BN + ReLU blocks (pool after the first two), GAP, linear."""
+
+    description: ClassVar[str] = __doc__ or ""
+
+    @classmethod
+    def dimensions(cls) -> list[Dimension]:
+        return [
+            Dimension(name="depth", allowed=(1, 2, 3, 4), default=(2, 3), description="conv blocks"),
+            Dimension(
+                name="width", allowed=(8, 16, 24, 32, 48, 64, 96, 128), default=(16, 32, 64),
+                description="output channels per block",
+            ),
+            Dimension(name="kernel", allowed=(3, 5), default=(3,), description="conv kernel size"),
+            *_COMMON,
+        ]
+
+    @classmethod
+    def check_context(cls, context: SpaceContext) -> None:
+        _needs_image(cls.name, context)
+
+    def sample(self, trial: TrialLike) -> Candidate:
+        return _sample_family(self, trial, "cnn", "")
+
+
+@register_space("mlp_small")
+class MlpSmall(SearchSpace):
+    """MLP on flattened inputs: depth linear + ReLU layers, linear head."""
+
+    description: ClassVar[str] = __doc__ or ""
+
+    @classmethod
+    def dimensions(cls) -> list[Dimension]:
+        return [
+            Dimension(name="depth", allowed=(1, 2, 3, 4), default=(1, 2, 3), description="layers"),
+            Dimension(
+                name="width", allowed=(16, 32, 64, 128, 256, 512), default=(32, 64, 128, 256),
+                description="features per hidden layer",
+            ),
+            *_COMMON,
+        ]
+
+    def sample(self, trial: TrialLike) -> Candidate:
+        return _sample_family(self, trial, "mlp", "")
+
+
+@register_space("small_joint")
+class SmallJoint(SearchSpace):
+    """Both families in one study: ``family`` picks CNN or MLP, then that family's dimensions."""
+
+    description: ClassVar[str] = __doc__ or ""
+
+    @classmethod
+    def dimensions(cls) -> list[Dimension]:
+        fam = Dimension(name="family", allowed=("cnn", "mlp"), default=("cnn", "mlp"))
+        cnn = {d.name: d for d in CnnSmall.dimensions()}
+        mlp = {d.name: d for d in MlpSmall.dimensions()}
+        arch = [
+            d.model_copy(update={"name": f"{fam_name}.{d.name}"})
+            for fam_name, dims in (("cnn", cnn), ("mlp", mlp))
+            for d in dims.values()
+            if d.name in ("depth", "width", "kernel")
+        ]
+        return [fam, *arch, *_COMMON]
+
+    @classmethod
+    def check_context(cls, context: SpaceContext) -> None:
+        _needs_image(cls.name, context)
+
+    def sample(self, trial: TrialLike) -> Candidate:
+        family = str(trial.suggest_categorical("family", self.choices["family"]))
+        view = _FamilyView(self, family)
+        return _sample_family(view, trial, family, f"{family}.")
+
+
+class _FamilyView(SearchSpace):
+    """The choices of one family of :class:`SmallJoint`, under the unprefixed names."""
+
+    def __init__(self, parent: SmallJoint, family: str) -> None:
+        self.name = parent.name  # type: ignore[misc]
+        self.context = parent.context
+        self.choices = {
+            k.split(".", 1)[1] if k.startswith(f"{family}.") else k: v
+            for k, v in parent.choices.items()
+        }
+
+    @classmethod
+    def dimensions(cls) -> list[Dimension]:
+        return []
+
+    def sample(self, trial: Any) -> Candidate:
+        raise NotImplementedError

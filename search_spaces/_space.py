@@ -1,0 +1,117 @@
+"""The SearchSpace contract and the dimensions a user may narrow."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from search_spaces._candidate import Candidate
+
+
+class TrialLike(Protocol):
+    """The slice of ``optuna.Trial`` a space uses (kept as a protocol: no optuna import here)."""
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+class Dimension(BaseModel):
+    """One searchable dimension: what it may ever take, and what is searched by default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    allowed: tuple[float | int | str, ...]
+    default: tuple[float | int | str, ...]
+    description: str = ""
+
+
+class SpaceContext(BaseModel):
+    """What a space needs to know of the task: one sample's shape and the class count."""
+
+    input_shape: tuple[int, ...] = Field(min_length=1, max_length=3)
+    num_classes: int = Field(ge=2)
+
+
+class SearchSpace(ABC):
+    """A joint space of architectures and their compression.
+
+    Contract: ``sample`` calls only ``trial.suggest_categorical`` with parameter names that are
+    stable across trials for the same conditional branch (``layer1.wbits``), so samplers and the
+    Optuna dashboard's parameter views line up. It returns a valid :class:`Candidate` for the
+    context given at construction. Overrides are validated at construction; a bad one raises
+    ``ValueError`` naming the dimension and the value.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def __init__(
+        self, context: SpaceContext, overrides: dict[str, Sequence[Any]] | None = None
+    ) -> None:
+        self.context = context
+        self.choices: dict[str, tuple[Any, ...]] = {d.name: d.default for d in self.dimensions()}
+        for key, values in (overrides or {}).items():
+            self.choices[key] = self.validate_override(key, values)
+        self.check_context(context)
+
+    @classmethod
+    @abstractmethod
+    def dimensions(cls) -> list[Dimension]:
+        """Every dimension of the space with its allowed and default values."""
+
+    @abstractmethod
+    def sample(self, trial: TrialLike) -> Candidate:
+        """Draw one candidate from ``trial``."""
+
+    @classmethod
+    def check_context(cls, context: SpaceContext) -> None:
+        """Raise ``ValueError`` when the task does not fit this space (e.g. flat data for a CNN)."""
+
+    @classmethod
+    def validate_override(cls, key: str, values: Sequence[Any]) -> tuple[Any, ...]:
+        """Check that ``values`` narrows dimension ``key``; return them as a tuple."""
+        dims = {d.name: d for d in cls.dimensions()}
+        if key not in dims:
+            raise ValueError(f"space {cls.name!r} has no dimension {key!r}; known: {sorted(dims)}")
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+            raise ValueError(f"{key}: give a non-empty list of choices")
+        allowed = dims[key].allowed
+        for v in values:
+            if not any(_same(v, a) for a in allowed):
+                raise ValueError(f"{key}: {v!r} is not allowed; choose from {list(allowed)}")
+        return tuple(dict.fromkeys(values))
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """JSON-ready description: the dimensions and a JSON Schema for the overrides."""
+        dims = cls.dimensions()
+        return {
+            "name": cls.name,
+            "description": cls.description,
+            "dimensions": [d.model_dump(mode="json") for d in dims],
+            "overrides_schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    d.name: {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"enum": list(d.allowed)},
+                        "default": list(d.default),
+                    }
+                    for d in dims
+                },
+            },
+        }
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(float(a), float(b), abs_tol=1e-9)
+    return bool(a == b)

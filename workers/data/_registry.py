@@ -1,0 +1,105 @@
+"""Dataset registry: names, shapes and loaders with fixed-seed train/val/test splits.
+
+Importing this module is cheap (no torch): the API validates dataset names against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from search_spaces import HwnasError
+
+
+class UnknownDatasetError(HwnasError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetUnavailableError(HwnasError, FileNotFoundError):
+    """The dataset's files are not on this machine."""
+
+
+@dataclass(frozen=True)
+class Split:
+    x: NDArray[np.float32]
+    y: NDArray[np.int64]
+    index: NDArray[np.int64] | None = None  # rows of the source data, when it is one array
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    seed: int
+    preprocessing: str
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "seed": self.seed,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "preprocessing": self.preprocessing,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    loader: Callable[[int], Splits]
+
+
+_DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    if info.name in _DATASETS:
+        raise ValueError(f"dataset {info.name!r} already registered")
+    _DATASETS[info.name] = info
+    return info
+
+
+def get_dataset(name: str) -> DatasetInfo:
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; known: {sorted(_DATASETS)}"
+        ) from None
+
+
+def list_datasets() -> list[DatasetInfo]:
+    return [_DATASETS[k] for k in sorted(_DATASETS)]
+
+
+def load_splits(name: str, seed: int = 0) -> Splits:
+    """Train/val/test splits of dataset ``name``, identical for the same seed."""
+    return get_dataset(name).loader(seed)
+
+
+def stratified_split(
+    x: NDArray[np.float32], y: NDArray[np.int64], fractions: tuple[float, float], seed: int
+) -> tuple[Split, Split, Split]:
+    """Split into train/val/test with val and test taking ``fractions`` of each class."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[], [], []]
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        n_val, n_test = (round(f * len(idx)) for f in fractions)
+        parts[1] += idx[:n_val].tolist()
+        parts[2] += idx[n_val : n_val + n_test].tolist()
+        parts[0] += idx[n_val + n_test :].tolist()
+    out = []
+    for p in parts:
+        arr = np.sort(np.asarray(p, dtype=np.int64))
+        out.append(Split(x[arr], y[arr], arr))
+    return out[0], out[1], out[2]

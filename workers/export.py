@@ -1,0 +1,51 @@
+"""Export a compressed model as a bundle: TorchScript, ONNX, packed weights and a model card."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CARD_SCHEMA_VERSION = 1
+
+
+def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with torch.no_grad():
+        traced = torch.jit.trace(model.eval(), example)
+    traced.save(str(path))
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """ONNX (opset 17) with a dynamic batch dimension; input ``input``, output ``logits``."""
+    torch.onnx.export(
+        model.eval(),
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+
+
+def versions() -> dict[str, str]:
+    import onnx
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__}
+    try:
+        import tvm
+
+        out["tvm"] = tvm.__version__
+    except ImportError:  # pragma: no cover - tvm is a core dependency
+        pass
+    return out
+
+
+def write_card(path: Path, card: dict[str, Any]) -> None:
+    body = {"schema_version": CARD_SCHEMA_VERSION, **card, "versions": versions()}
+    path.write_text(json.dumps(body, indent=2, sort_keys=True))
