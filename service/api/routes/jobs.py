@@ -1,0 +1,144 @@
+"""/v1/jobs: submit, list, inspect, cancel; trials and Pareto front."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from service.api.deps import SessionDep, SettingsDep
+from service.api.pareto import pareto_points
+from service.db import crud
+from service.db.models import Job, JobStatus, Trial
+from service.schemas import (
+    JobCreate,
+    JobPublic,
+    JobsPublic,
+    ParetoPoint,
+    ParetoPublic,
+    Progress,
+    TrialPublic,
+    TrialsPublic,
+)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def to_public(job: Job) -> JobPublic:
+    return JobPublic(
+        id=job.id,
+        name=job.name,
+        status=job.status.value,
+        spec=job.spec,
+        study_name=job.study_name or f"job-{job.id}",
+        progress=Progress(
+            trials_complete=job.trials_complete,
+            trials_failed=job.trials_failed,
+            budget=int(job.spec["budget"]["trials"]),
+            best_accuracy=job.best_accuracy,
+        ),
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def trial_public(t: Trial) -> TrialPublic:
+    from search_spaces import Candidate
+
+    summary = Candidate.model_validate(t.candidate).summary() if t.candidate else ""
+    return TrialPublic(
+        number=t.number,
+        state=t.state.value,
+        candidate=t.candidate,
+        summary=summary,
+        metrics=t.metrics,
+        latency=t.latency,
+        timings=t.timings,
+        error=t.error,
+        model_id=t.model_id,
+    )
+
+
+def _job_or_404(session: SessionDep, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(status_code=404, detail=f"job {job_id} not found")
+    return job
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_job(job_in: JobCreate, session: SessionDep) -> JobPublic:
+    """Submit a search job (queued until a scheduler claims it)."""
+    return to_public(crud.create_job(session=session, job_in=job_in))
+
+
+@router.get("")
+def list_jobs(
+    session: SessionDep, skip: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
+) -> JobsPublic:
+    """List jobs, newest first."""
+    jobs, count = crud.list_jobs(session=session, skip=skip, limit=limit)
+    return JobsPublic(data=[to_public(j) for j in jobs], count=count)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: int, session: SessionDep) -> JobPublic:
+    """One job with its progress."""
+    return to_public(_job_or_404(session, job_id))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: int, session: SessionDep) -> JobPublic:
+    """Cancel a job: queued ones at once, running ones after their in-flight trials are stopped."""
+    job = _job_or_404(session, job_id)
+    if job.status not in (JobStatus.queued, JobStatus.running, JobStatus.cancelling):
+        raise HTTPException(status_code=409, detail=f"job {job_id} already ended ({job.status.value})")
+    return to_public(crud.request_cancel(session=session, job=job))
+
+
+@router.get("/{job_id}/trials")
+def list_trials(
+    job_id: int,
+    session: SessionDep,
+    skip: int = Query(0, ge=0),
+    limit: int = Query(1000, ge=1, le=10_000),
+) -> TrialsPublic:
+    """The job's trials with metrics, latency stats, timings and errors."""
+    _job_or_404(session, job_id)
+    rows, count = crud.list_trials(session=session, job_id=job_id, skip=skip, limit=limit)
+    return TrialsPublic(data=[trial_public(t) for t in rows], count=count)
+
+
+@router.get("/{job_id}/pareto")
+def get_pareto(job_id: int, session: SessionDep, settings: SettingsDep) -> ParetoPublic:
+    """Non-dominated COMPLETE trials (accuracy is the validation objective; test accuracy beside it)."""
+    import optuna
+
+    from service.scheduler.study import load_study
+
+    _job_or_404(session, job_id)
+    try:
+        study = load_study(settings.database_url, job_id)
+    except KeyError:
+        return ParetoPublic(job_id=job_id, metric_names=[], data=[])
+    names = study.metric_names or []
+    best = [t for t in study.best_trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return ParetoPublic(job_id=job_id, metric_names=names, data=pareto_points(best, names))
+
+
+@router.get("/{job_id}/best")
+def get_best(
+    job_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    by: str = Query("accuracy", pattern="^(accuracy|size|latency)$"),
+) -> ParetoPoint:
+    """The Pareto point that is best by one criterion (highest accuracy, smallest, fastest)."""
+    front = get_pareto(job_id, session, settings).data
+    if not front:
+        raise HTTPException(status_code=404, detail=f"job {job_id} has no complete trials yet")
+    if by == "accuracy":
+        return max(front, key=lambda p: (p.accuracy, -p.size_bytes))
+    if by == "size":
+        return min(front, key=lambda p: (p.size_bytes, -p.accuracy))
+    return min(front, key=lambda p: (sum(p.latency_ms.values()), -p.accuracy))

@@ -1,0 +1,119 @@
+"""``hwnas`` command line: serve (API + scheduler), api, scheduler, migrate, dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from types import FrameType
+
+from service.settings import get_settings
+
+
+def _serve_api(host: str, port: int) -> None:
+    import uvicorn
+
+    from service.main import create_app
+
+    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="warning")
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    _serve_api(args.host, args.port)
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    import threading
+
+    from service.scheduler import run_scheduler
+
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    run_scheduler(get_settings(), stop)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """API in this process, scheduler in a child process; the child stops with us."""
+    from service.db.migrate import upgrade
+    from service.scheduler.study import get_storage
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    get_storage(settings.database_url)  # Optuna's tables, created once before the child starts
+    child = subprocess.Popen([sys.executable, "-m", "service.cli", "scheduler"], env=os.environ.copy())
+
+    def _term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        _serve_api(args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.db.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    print("database is at head")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    url = get_settings().database_url
+    cmd = ["optuna-dashboard", url, "--host", args.host, "--port", str(args.port)]
+    if args.print_only:
+        print(" ".join(cmd))
+        return 0
+    return subprocess.call(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hwnas", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (
+        ("serve", cmd_serve, "API + scheduler (embedded default: SQLite + local Ray)"),
+        ("api", cmd_api, "the REST API only"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        p.set_defaults(fn=fn)
+    sub.add_parser("scheduler", help="claim and run jobs").set_defaults(fn=cmd_scheduler)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+    p = sub.add_parser("dashboard", help="open the Optuna dashboard on the service database")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--print-only", action="store_true", help="print the command instead")
+    p.set_defaults(fn=cmd_dashboard)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    result: int = args.fn(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

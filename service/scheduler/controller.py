@@ -1,0 +1,243 @@
+"""Run one job: Optuna ask/tell in this process, candidates evaluated as Ray tasks.
+
+The controller is the only writer of the job's study and trial rows. It keeps up to
+``executor.capacity`` trials in flight, heartbeats the job row (a dead scheduler's job is
+reclaimed by another), and stops early when the job is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import TrialState as OptunaState
+
+from search_spaces import SpaceContext, get_space
+from service.db.models import Job, JobStatus, Trial, TrialState, utcnow
+from service.db.queue import heartbeat
+from service.db.session import get_sessionmaker
+from service.scheduler.study import open_study
+from service.schemas import JobCreate
+from service.settings import Settings
+from workers.data import get_dataset
+
+log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    capacity: int
+
+    def submit(self, candidate: dict[str, Any], spec: dict[str, Any]) -> Any: ...
+    def wait(self, handles: list[Any], timeout_s: float) -> list[Any]: ...
+    def result(self, handle: Any) -> dict[str, Any]: ...
+    def cancel(self, handle: Any) -> None: ...
+
+
+@dataclass
+class _InFlight:
+    trial: optuna.trial.Trial
+    candidate: dict[str, Any]
+
+
+class JobController:
+    def __init__(self, settings: Settings, executor: Executor, job_id: int, worker_id: str) -> None:
+        self.settings = settings
+        self.executor = executor
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.sessions = get_sessionmaker(settings.database_url)
+
+    def run(self) -> JobStatus:
+        """Run the job to its end; return its final status."""
+        with self.sessions() as s:
+            job = s.get(Job, self.job_id)
+            assert job is not None
+            spec = JobCreate.model_validate(job.spec)
+            if job.started_at is None:
+                job.started_at = utcnow()
+            s.commit()
+        try:
+            status = self._loop(spec)
+        except Exception as e:
+            log.exception("job %s failed", self.job_id)
+            self._finish(JobStatus.failed, error=f"{type(e).__name__}: {e}")
+            return JobStatus.failed
+        self._finish(status)
+        return status
+
+    # ------------------------------------------------------------------ loop
+    def _loop(self, spec: JobCreate) -> JobStatus:
+        url = self.settings.database_url
+        study = open_study(url, self.job_id, spec)
+        self._fail_interrupted(study)
+        ds = get_dataset(spec.dataset)
+        space = get_space(spec.space)(
+            SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes),
+            spec.space_overrides,
+        )
+        max_failed = spec.budget.max_failed if spec.budget.max_failed is not None else spec.budget.trials
+        in_flight: dict[Any, _InFlight] = {}
+        last_beat = 0.0
+        while True:
+            complete, failed = self._counts(study)
+            if time.monotonic() - last_beat > min(10.0, self.settings.heartbeat_timeout_s / 4):
+                last_beat = time.monotonic()
+                with self.sessions() as s:
+                    status = heartbeat(session=s, job_id=self.job_id, worker_id=self.worker_id)
+                if status is None:
+                    log.warning("job %s was claimed by another scheduler; stopping", self.job_id)
+                    self._cancel_all(study, in_flight, "job taken over by another scheduler")
+                    return JobStatus.running
+                if status == JobStatus.cancelling:
+                    self._cancel_all(study, in_flight, "job cancelled")
+                    return JobStatus.cancelled
+            if failed >= max_failed and max_failed > 0 or (max_failed == 0 and failed > 0):
+                self._cancel_all(study, in_flight, "job stopped: too many failed trials")
+                raise RuntimeError(f"{failed} trials failed (budget.max_failed = {max_failed})")
+            while len(in_flight) < self.executor.capacity and complete + len(in_flight) < spec.budget.trials:
+                self._dispatch(study, space, spec, in_flight)
+            if not in_flight:
+                return JobStatus.succeeded
+            for handle in self.executor.wait(list(in_flight), self.settings.poll_interval_s):
+                self._collect(study, spec, in_flight.pop(handle), handle)
+
+    def _dispatch(self, study: optuna.Study, space: Any, spec: JobCreate, in_flight: dict[Any, _InFlight]) -> None:
+        trial = study.ask()
+        try:
+            cand = space.sample(trial)
+        except Exception as e:  # a space that cannot build this point: the trial fails, the job goes on
+            self._record_new(trial.number, {}, "")
+            self._fail(study, trial, f"sampling failed: {type(e).__name__}: {e}")
+            return
+        candidate = cand.model_dump(mode="json")
+        trial.set_user_attr("candidate", candidate)
+        trial.set_user_attr("summary", cand.summary())
+        trial.set_user_attr("candidate_hash", cand.structural_hash())
+        self._record_new(trial.number, candidate, cand.structural_hash())
+        bundle = Path(self.settings.artifact_dir).resolve() / "jobs" / str(self.job_id) / f"trial-{trial.number:05d}"
+        worker_spec = {
+            "dataset": spec.dataset,
+            "split_seed": spec.split_seed,
+            "profiles": spec.profiles,
+            "bundle_dir": str(bundle),
+            "cache_dir": str(Path(self.settings.artifact_dir).resolve() / "parents"),
+            "threads": self.settings.worker_threads,
+            "recipe": spec.training.model_dump(),
+        }
+        in_flight[self.executor.submit(candidate, worker_spec)] = _InFlight(trial, candidate)
+
+    def _collect(self, study: optuna.Study, spec: JobCreate, item: _InFlight, handle: Any) -> None:
+        try:
+            result = self.executor.result(handle)
+        except Exception as e:
+            msg = _error_message(e)
+            log.warning("trial %s failed: %s", item.trial.number, msg)
+            self._fail(study, item.trial, msg)
+            return
+        m = result["metrics"]
+        values = []
+        for name in spec.metric_names():
+            if name.startswith("latency_ms@"):
+                values.append(float(m["latency_ms"][name.split("@", 1)[1]]))
+            else:
+                values.append(float(m[name]))
+        t = item.trial
+        t.set_user_attr("test_accuracy", m["test_accuracy"])
+        t.set_user_attr("params", m["params"])
+        t.set_user_attr("model_id", f"{self.job_id}-{t.number}")
+        t.set_user_attr("timings", result["timings"])
+        t.set_user_attr("parent_cache_hit", result["parent_cache_hit"])
+        for prof, st in result["latency"].items():
+            t.set_user_attr(
+                f"latency@{prof}",
+                {k: st[k] for k in ("median_ms", "iqr_ms", "cv", "repeat", "number", "tuning", "precision")},
+            )
+        study.tell(t, values)
+        with self.sessions() as s:
+            row = self._row(s, t.number)
+            row.state = TrialState.complete
+            row.metrics, row.latency, row.timings = m, result["latency"], result["timings"]
+            row.bundle_dir = result["bundle_dir"]
+            row.finished_at = utcnow()
+            job = s.get(Job, self.job_id)
+            assert job is not None
+            job.trials_complete += 1
+            acc = float(m["accuracy"])
+            job.best_accuracy = acc if job.best_accuracy is None else max(job.best_accuracy, acc)
+            s.commit()
+
+    # ------------------------------------------------------------ bookkeeping
+    def _counts(self, study: optuna.Study) -> tuple[int, int]:
+        trials = study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE, OptunaState.FAIL))
+        complete = sum(1 for t in trials if t.state == OptunaState.COMPLETE)
+        return complete, len(trials) - complete
+
+    def _record_new(self, number: int, candidate: dict[str, Any], digest: str) -> None:
+        with self.sessions() as s:
+            s.add(Trial(job_id=self.job_id, number=number, candidate=candidate, candidate_hash=digest))
+            s.commit()
+
+    def _row(self, s: Any, number: int) -> Trial:
+        from sqlalchemy import select
+
+        row = s.scalar(select(Trial).where(Trial.job_id == self.job_id, Trial.number == number))
+        assert row is not None
+        return row  # type: ignore[no-any-return]
+
+    def _fail(self, study: optuna.Study, trial: optuna.trial.Trial, message: str, *, cancelled: bool = False) -> None:
+        trial.set_user_attr("error", message[:2000])
+        study.tell(trial, state=OptunaState.FAIL)
+        with self.sessions() as s:
+            row = self._row(s, trial.number)
+            row.state = TrialState.cancelled if cancelled else TrialState.failed
+            row.error = message
+            row.finished_at = utcnow()
+            if not cancelled:
+                job = s.get(Job, self.job_id)
+                assert job is not None
+                job.trials_failed += 1
+            s.commit()
+
+    def _cancel_all(self, study: optuna.Study, in_flight: dict[Any, _InFlight], reason: str) -> None:
+        for handle, item in list(in_flight.items()):
+            self.executor.cancel(handle)
+            self._fail(study, item.trial, reason, cancelled=True)
+        in_flight.clear()
+
+    def _fail_interrupted(self, study: optuna.Study) -> None:
+        """Trials left RUNNING by a scheduler that died: FAIL them, with the reason."""
+        for t in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
+            study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: scheduler restarted")
+            study._storage.set_trial_state_values(t._trial_id, OptunaState.FAIL)
+            with self.sessions() as s:
+                from sqlalchemy import select
+
+                row = s.scalar(select(Trial).where(Trial.job_id == self.job_id, Trial.number == t.number))
+                if row is not None:
+                    row.state, row.error, row.finished_at = TrialState.failed, "interrupted: scheduler restarted", utcnow()
+                s.commit()
+
+    def _finish(self, status: JobStatus, error: str | None = None) -> None:
+        if status == JobStatus.running:  # taken over: the other scheduler finishes it
+            return
+        with self.sessions() as s:
+            job = s.get(Job, self.job_id)
+            assert job is not None
+            job.status = status
+            job.error = error
+            job.finished_at = utcnow()
+            s.commit()
+
+
+def _error_message(e: BaseException) -> str:
+    """The worker's own exception, not Ray's wrapper text."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BaseException):
+        tb = "".join(traceback.format_exception_only(type(cause), cause)).strip()
+        return tb
+    return f"{type(e).__name__}: {e}"

@@ -1,0 +1,217 @@
+"""Job request/response schemas. Validation here is what turns bad input into a 422."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from hw_profiles import UnknownProfileError, get_profile
+from search_spaces import SpaceContext, UnknownSpaceError, get_space
+from workers.data import UnknownDatasetError, get_dataset
+
+# objective name in a job spec -> (metric name in the study, direction)
+BASE_OBJECTIVES = {"accuracy": ("accuracy", "maximize"), "size": ("size_bytes", "minimize")}
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(ge=1, le=10_000, description="COMPLETE trials to run", examples=[24])
+    max_failed: int | None = Field(
+        default=None, ge=0, le=10_000, description="stop the job after this many FAIL trials"
+    )
+
+
+class Training(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=20, ge=1, le=500, description="dense parent training epochs")
+    finetune_epochs: int = Field(default=5, ge=0, le=500, description="KD/QAT fine-tune epochs")
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    lr: float = Field(default=3e-3, gt=0, le=1)
+    kd_alpha: float = Field(default=0.5, ge=0, le=1)
+    kd_temperature: float = Field(default=4.0, gt=0, le=100)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class JobCreate(BaseModel):
+    """A search job: what to search, for which targets, against which objectives."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "digits-demo",
+                    "dataset": "digits",
+                    "space": "small_joint",
+                    "profiles": ["x86/local"],
+                    "objectives": ["accuracy", "latency@x86/local", "size"],
+                    "budget": {"trials": 24},
+                }
+            ]
+        },
+    )
+
+    name: str = Field(default="", max_length=200)
+    dataset: str = Field(examples=["digits"])
+    split_seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    space: str = Field(examples=["small_joint"])
+    space_overrides: dict[str, list[Any]] = Field(default_factory=dict)
+    profiles: list[str] = Field(min_length=1, max_length=16, examples=[["x86/local"]])
+    objectives: list[str] = Field(
+        default_factory=lambda: ["accuracy", "latency", "size"],
+        min_length=1,
+        max_length=20,
+        validate_default=True,
+    )
+    budget: Budget
+    training: Training = Training()
+    sampler: Literal["nsga2", "random"] = "nsga2"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        try:
+            get_dataset(v)
+        except UnknownDatasetError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: str, info: ValidationInfo) -> str:
+        try:
+            space = get_space(v)
+        except UnknownSpaceError as e:
+            raise ValueError(str(e)) from None
+        if "dataset" in info.data:
+            ds = get_dataset(info.data["dataset"])
+            space.check_context(SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes))
+        return v
+
+    @field_validator("space_overrides")
+    @classmethod
+    def _overrides(cls, v: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
+        if "space" not in info.data:
+            return v
+        space = get_space(info.data["space"])
+        return {k: list(space.validate_override(k, vals)) for k, vals in v.items()}
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate profiles in {v}")
+        for name in v:
+            try:
+                profile = get_profile(name)
+            except UnknownProfileError as e:
+                raise ValueError(str(e)) from None
+            if not profile.is_local:
+                raise ValueError(
+                    f"profile {name!r} is measured via {profile.measure.via!r}, which this "
+                    "service version cannot reach yet; use a local profile"
+                )
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        profiles = info.data.get("profiles", [])
+        out: list[str] = []
+        for name in v:
+            if name in BASE_OBJECTIVES:
+                out.append(name)
+            elif name == "latency":
+                out += [f"latency@{p}" for p in profiles]
+            elif name.startswith("latency@"):
+                if profiles and name.split("@", 1)[1] not in profiles:
+                    raise ValueError(f"objective {name!r} names a profile not in profiles {profiles}")
+                out.append(name)
+            else:
+                raise ValueError(
+                    f"unknown objective {name!r}; use 'accuracy', 'size', 'latency' or "
+                    "'latency@<profile>'"
+                )
+        if len(set(out)) != len(out):
+            raise ValueError(f"duplicate objectives in {v}")
+        return out
+
+    def metric_names(self) -> list[str]:
+        """Metric names of the Optuna study, in objective order."""
+        return [_metric(o)[0] for o in self.objectives]
+
+    def directions(self) -> list[str]:
+        return [_metric(o)[1] for o in self.objectives]
+
+
+def _metric(objective: str) -> tuple[str, str]:
+    if objective in BASE_OBJECTIVES:
+        return BASE_OBJECTIVES[objective]
+    return f"latency_ms@{objective.split('@', 1)[1]}", "minimize"
+
+
+class Progress(BaseModel):
+    trials_complete: int
+    trials_failed: int
+    budget: int
+    best_accuracy: float | None
+
+
+class JobPublic(BaseModel):
+    id: int
+    name: str
+    status: str
+    spec: dict[str, Any]
+    study_name: str | None
+    progress: Progress
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+
+
+class TrialPublic(BaseModel):
+    number: int
+    state: str
+    candidate: dict[str, Any]
+    summary: str
+    metrics: dict[str, Any] | None
+    latency: dict[str, Any] | None
+    timings: dict[str, Any] | None
+    error: str | None
+    model_id: str | None
+
+
+class TrialsPublic(BaseModel):
+    data: list[TrialPublic]
+    count: int
+
+
+class ParetoPoint(BaseModel):
+    """One non-dominated trial. ``accuracy`` is on the validation split (the objective)."""
+
+    trial: int
+    accuracy: float
+    test_accuracy: float | None
+    latency_ms: dict[str, float]
+    latency_tuning: dict[str, str]
+    size_bytes: int
+    candidate: dict[str, Any]
+    summary: str
+    model_id: str | None
+
+
+class ParetoPublic(BaseModel):
+    job_id: int
+    metric_names: list[str]
+    data: list[ParetoPoint]

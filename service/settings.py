@@ -1,0 +1,37 @@
+"""Service settings from the environment (``HWNAS_*``)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One settings object per process; every field can be set as ``HWNAS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="HWNAS_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./hwnas-data/hwnas.db",
+        description="SQLAlchemy URL of the service database (Optuna studies live there too)",
+    )
+    artifact_dir: Path = Field(default=Path("./hwnas-data/artifacts"))
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address; unset = start an embedded local Ray"
+    )
+    ray_num_cpus: int = Field(default=2, ge=1, le=1024, description="CPUs of the embedded Ray")
+    trial_num_cpus: float = Field(default=1.0, gt=0, le=64, description="CPUs per trial task")
+    max_in_flight: int = Field(default=0, ge=0, le=1024, description="0 = from cluster CPUs")
+    worker_threads: int = Field(default=1, ge=1, le=64, description="torch/TVM threads per trial")
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    heartbeat_timeout_s: float = Field(default=60.0, gt=1, le=3600)
+    worker_id: str | None = Field(default=None, description="scheduler id (default host:pid)")
+    max_upload_bytes: int = Field(default=64 * 2**20, ge=1)
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()
