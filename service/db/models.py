@@ -33,7 +33,9 @@ class TrialState(enum.StrEnum):
 
 
 class Job(Base):
-    __tablename__ = "jobs"
+    """A search job. Table names are prefixed: Optuna owns `trials`, `studies`... here too."""
+
+    __tablename__ = "hwnas_jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -61,11 +63,11 @@ class Job(Base):
 class Trial(Base):
     """One evaluated candidate: the service's record beside Optuna's trial of the same number."""
 
-    __tablename__ = "trials"
+    __tablename__ = "hwnas_trials"
     __table_args__ = (UniqueConstraint("job_id", "number"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("hwnas_jobs.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     state: Mapped[TrialState] = mapped_column(
         Enum(TrialState, native_enum=False, length=20), default=TrialState.running

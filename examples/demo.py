@@ -1,0 +1,154 @@
+"""End-to-end demo of hwnas on the embedded default, driven over REST like any user.
+
+Starts ``hwnas serve`` on 127.0.0.1, POSTs examples/demo-job.json, shows progress, prints the
+Pareto front, downloads the most accurate Pareto model over the API, scores it with plain
+PyTorch and ONNX Runtime in a separate process (examples/load_bundle.py, no hwnas import), writes
+hwnas-out/summary.json and prints the Optuna dashboard command. Stops the server it started.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "hwnas-out"
+JOB_FILE = ROOT / "examples" / "demo-job.json"
+DEADLINE_S = 14 * 60
+console = Console(width=max(120, Console().width))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = open(OUT / "serve.log", "wb")  # noqa: SIM115 - lives as long as the server
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def wait_healthy(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"hwnas serve exited with {proc.returncode}; see {OUT / 'serve.log'}")
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("hwnas serve did not become healthy in time")
+
+
+def follow(client: httpx.Client, job_id: int) -> dict:
+    budget = client.get(f"/v1/jobs/{job_id}").json()["progress"]["budget"]
+    cols = (TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"))
+    with Progress(*cols, console=console) as bar:
+        task = bar.add_task("trials", total=budget, info="")
+        t0 = time.monotonic()
+        while True:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            p = job["progress"]
+            best = f"{p['best_accuracy']:.3f}" if p["best_accuracy"] is not None else "-"
+            bar.update(task, completed=p["trials_complete"],
+                       info=f"best val acc {best}  failed {p['trials_failed']}  [{job['status']}]")
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            if time.monotonic() - t0 > DEADLINE_S:
+                client.post(f"/v1/jobs/{job_id}/cancel")
+                raise SystemExit(f"job {job_id} did not finish within {DEADLINE_S} s; cancelled")
+            time.sleep(2)
+
+
+def show_pareto(points: list[dict]) -> None:
+    table = Table(title="Pareto front (accuracy = validation; latency: TVM untuned, fp32 graph)")
+    for col in ("trial", "val acc", "test acc", "latency ms", "size KB", "architecture / bits / prune / rank"):
+        table.add_column(col, justify="left" if col.startswith("arch") else "right")
+    for p in points:
+        lat = ", ".join(f"{v:.3f} ({p['latency_tuning'][k]})" for k, v in p["latency_ms"].items())
+        table.add_row(str(p["trial"]), f"{p['accuracy']:.3f}", f"{p['test_accuracy']:.3f}", lat,
+                      f"{p['size_bytes'] / 1024:.2f}", p["summary"])
+    console.print(table)
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    db = ROOT / "hwnas-data" / "hwnas.db"
+    env = {**os.environ, "HWNAS_DATABASE_URL": f"sqlite:///{db}",
+           "HWNAS_ARTIFACT_DIR": str(ROOT / "hwnas-data" / "artifacts")}
+    port = free_port()
+    t0 = time.monotonic()
+    proc = start_server(port, env)
+    console.print(f"hwnas serve started (pid {proc.pid}) on http://127.0.0.1:{port}; log {OUT / 'serve.log'}")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            wait_healthy(client, proc)
+            spec = json.loads(JOB_FILE.read_text())
+            r = client.post("/v1/jobs", json=spec)
+            r.raise_for_status()
+            job_id = r.json()["id"]
+            console.print(f"submitted job {job_id} ({JOB_FILE.name}): {spec['budget']['trials']} trials "
+                          f"of {spec['space']} on {spec['dataset']} for {spec['profiles']}")
+            job = follow(client, job_id)
+            if job["status"] != "succeeded":
+                raise SystemExit(f"job {job_id} ended {job['status']}: {job['error']}")
+            pareto = client.get(f"/v1/jobs/{job_id}/pareto").json()["data"]
+            show_pareto(pareto)
+            best = client.get(f"/v1/jobs/{job_id}/best", params={"by": "accuracy"}).json()
+            r = client.get(f"/v1/models/{best['model_id']}")
+            r.raise_for_status()
+            bundle = OUT / f"model-{best['model_id']}"
+            zipfile.ZipFile(io.BytesIO(r.content)).extractall(bundle)
+            console.print(f"downloaded model {best['model_id']} (trial {best['trial']}) to {bundle}: "
+                          f"{sorted(p.name for p in bundle.iterdir())}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    loaded = subprocess.run([sys.executable, str(ROOT / "examples" / "load_bundle.py"), str(bundle)],
+                            capture_output=True, text=True, check=True)
+    scores = json.loads(loaded.stdout.strip().splitlines()[-1])
+    console.print(f"loaded back without hwnas: TorchScript test accuracy {scores['torchscript_accuracy']:.3f}, "
+                  f"ONNX Runtime {scores['onnx_accuracy']:.3f} on {scores['test_images']} test images "
+                  f"(max logit diff {scores['max_abs_logit_diff']:.2e})")
+    summary = {
+        "job_id": job_id,
+        "pareto": [{"trial": p["trial"], "accuracy": p["accuracy"], "test_accuracy": p["test_accuracy"],
+                    "latency_ms": p["latency_ms"], "latency_tuning": p["latency_tuning"],
+                    "size_bytes": p["size_bytes"], "candidate": p["candidate"], "model_id": p["model_id"]}
+                   for p in pareto],
+        "best_model_id": best["model_id"],
+        "bundle_dir": str(bundle),
+        "loaded_back": scores,
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
+    (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(f"wrote {OUT / 'summary.json'} ({summary['wall_s']} s in all)")
+    console.print("See the Pareto front in the Optuna dashboard:\n"
+                  f"  {ROOT / '.venv' / 'bin' / 'optuna-dashboard'} sqlite:///{db} --host 127.0.0.1 --port 8080\n"
+                  "  then open http://127.0.0.1:8080 (study "
+                  f"'job-{job_id}')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
