@@ -8,7 +8,7 @@ reclaimed by another), and stops early when the job is cancelled.
 from __future__ import annotations
 
 import logging
-import time
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +45,16 @@ class _InFlight:
 
 
 class JobController:
-    def __init__(self, settings: Settings, executor: Executor, job_id: int, worker_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        executor: Executor,
+        job_id: int,
+        worker_id: str,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.settings = settings
+        self.stop = stop or threading.Event()
         self.executor = executor
         self.job_id = job_id
         self.worker_id = worker_id
@@ -82,21 +90,24 @@ class JobController:
         )
         max_failed = spec.budget.max_failed if spec.budget.max_failed is not None else spec.budget.trials
         in_flight: dict[Any, _InFlight] = {}
-        last_beat = 0.0
         while True:
             complete, failed = self._counts(study)
-            if time.monotonic() - last_beat > min(10.0, self.settings.heartbeat_timeout_s / 4):
-                last_beat = time.monotonic()
-                with self.sessions() as s:
-                    status = heartbeat(session=s, job_id=self.job_id, worker_id=self.worker_id)
-                if status is None:
-                    log.warning("job %s was claimed by another scheduler; stopping", self.job_id)
-                    self._cancel_all(study, in_flight, "job taken over by another scheduler")
-                    return JobStatus.running
-                if status == JobStatus.cancelling:
-                    self._cancel_all(study, in_flight, "job cancelled")
-                    return JobStatus.cancelled
-            if failed >= max_failed and max_failed > 0 or (max_failed == 0 and failed > 0):
+            # one cheap UPDATE per loop (at most every poll interval while trials run): it keeps
+            # our claim alive and is how a cancel request reaches us
+            with self.sessions() as s:
+                status = heartbeat(session=s, job_id=self.job_id, worker_id=self.worker_id)
+            if status is None:
+                log.warning("job %s was claimed by another scheduler; stopping", self.job_id)
+                self._cancel_all(study, in_flight, "job taken over by another scheduler")
+                return JobStatus.running
+            if self.stop.is_set():
+                log.info("scheduler stopping: job %s goes back to the queue", self.job_id)
+                self._cancel_all(study, in_flight, "interrupted: scheduler stopped")
+                return JobStatus.queued
+            if status == JobStatus.cancelling:
+                self._cancel_all(study, in_flight, "job cancelled")
+                return JobStatus.cancelled
+            if failed > max_failed:
                 self._cancel_all(study, in_flight, "job stopped: too many failed trials")
                 raise RuntimeError(f"{failed} trials failed (budget.max_failed = {max_failed})")
             while len(in_flight) < self.executor.capacity and complete + len(in_flight) < spec.budget.trials:
@@ -173,9 +184,11 @@ class JobController:
 
     # ------------------------------------------------------------ bookkeeping
     def _counts(self, study: optuna.Study) -> tuple[int, int]:
+        """COMPLETE trials, and FAIL trials that failed by themselves (not cancelled/interrupted)."""
         trials = study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE, OptunaState.FAIL))
         complete = sum(1 for t in trials if t.state == OptunaState.COMPLETE)
-        return complete, len(trials) - complete
+        failed = sum(1 for t in trials if t.user_attrs.get("fail_kind") == "error")
+        return complete, failed
 
     def _record_new(self, number: int, candidate: dict[str, Any], digest: str) -> None:
         with self.sessions() as s:
@@ -191,6 +204,7 @@ class JobController:
 
     def _fail(self, study: optuna.Study, trial: optuna.trial.Trial, message: str, *, cancelled: bool = False) -> None:
         trial.set_user_attr("error", message[:2000])
+        trial.set_user_attr("fail_kind", "cancelled" if cancelled else "error")
         study.tell(trial, state=OptunaState.FAIL)
         with self.sessions() as s:
             row = self._row(s, trial.number)
@@ -213,6 +227,7 @@ class JobController:
         """Trials left RUNNING by a scheduler that died: FAIL them, with the reason."""
         for t in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
             study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: scheduler restarted")
+            study._storage.set_trial_user_attr(t._trial_id, "fail_kind", "interrupted")
             study._storage.set_trial_state_values(t._trial_id, OptunaState.FAIL)
             with self.sessions() as s:
                 from sqlalchemy import select
@@ -229,6 +244,10 @@ class JobController:
             job = s.get(Job, self.job_id)
             assert job is not None
             job.status = status
+            if status == JobStatus.queued:  # released for the next scheduler to resume
+                job.worker_id = None
+                s.commit()
+                return
             job.error = error
             job.finished_at = utcnow()
             s.commit()

@@ -27,12 +27,17 @@ def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> No
     executor = RayExecutor(settings)
     sessions = get_sessionmaker(settings.database_url)
     log.info("scheduler %s ready", worker_id)
-    while not stop.is_set():
-        with sessions() as s:
-            job = claim_job(session=s, worker_id=worker_id, stale_after_s=settings.heartbeat_timeout_s)
-        if job is None:
-            stop.wait(settings.poll_interval_s)
-            continue
-        log.info("running job %s", job.id)
-        status = JobController(settings, executor, job.id, worker_id).run()
-        log.info("job %s ended: %s", job.id, status)
+    try:
+        while not stop.is_set():
+            with sessions() as s:
+                job = claim_job(
+                    session=s, worker_id=worker_id, stale_after_s=settings.heartbeat_timeout_s
+                )
+            if job is None:
+                stop.wait(settings.poll_interval_s)
+                continue
+            log.info("running job %s", job.id)
+            status = JobController(settings, executor, job.id, worker_id, stop).run()
+            log.info("job %s ended: %s", job.id, status)
+    finally:
+        executor.shutdown()  # stops the embedded Ray (its raylet and workers) with us

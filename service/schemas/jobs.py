@@ -20,7 +20,7 @@ class Budget(BaseModel):
 
     trials: int = Field(ge=1, le=10_000, description="COMPLETE trials to run", examples=[24])
     max_failed: int | None = Field(
-        default=None, ge=0, le=10_000, description="stop the job after this many FAIL trials"
+        default=None, ge=0, le=10_000, description="the job fails when more trials than this fail (default: the trial budget)"
     )
 
 

@@ -1,0 +1,155 @@
+"""The scheduler's job controller on SQLite and PostgreSQL, with real training and TVM probes.
+
+Trials run in-process (an executor with Ray's submit/wait/result/cancel surface) so the
+controller's bookkeeping can be checked trial by trial; the Ray path is covered end to end in
+tests/test_e2e.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState as OptunaState
+from sqlalchemy import select
+
+from service.db import crud
+from service.db.models import Job, JobStatus, Trial, TrialState
+from service.db.queue import claim_job
+from service.db.session import get_sessionmaker
+from service.scheduler.controller import JobController
+from service.scheduler.study import load_study
+from service.schemas import JobCreate
+from service.settings import Settings
+from workers.evaluate import evaluate_candidate
+
+SPEC = {
+    "dataset": "digits",
+    "space": "mlp_small",
+    "space_overrides": {"depth": [1], "width": [32, 64]},
+    "profiles": ["x86/local"],
+    "budget": {"trials": 3},
+    "training": {"epochs": 2, "finetune_epochs": 1},
+    "seed": 1,
+}
+
+
+class Handle:
+    def __init__(self, n: int, candidate: dict[str, Any], spec: dict[str, Any]) -> None:
+        self.n, self.candidate, self.spec = n, candidate, spec
+
+
+class InlineExecutor:
+    """Runs evaluate_candidate in this process when its result is asked for."""
+
+    capacity = 2
+
+    def __init__(self, fail_numbers: set[int], on_result: Callable[[int], None] | None = None):
+        self.fail_numbers = fail_numbers
+        self.on_result = on_result
+        self.cancelled: list[int] = []
+        self._n = 0
+
+    def submit(self, candidate: dict[str, Any], spec: dict[str, Any]) -> Handle:
+        self._n += 1
+        return Handle(self._n - 1, candidate, spec)
+
+    def wait(self, handles: list[Any], timeout_s: float) -> list[Any]:
+        return handles[:1]
+
+    def result(self, handle: Any) -> dict[str, Any]:
+        if self.on_result:
+            self.on_result(handle.n)
+        if handle.n in self.fail_numbers:
+            raise RuntimeError(f"injected failure in submission {handle.n}")
+        return evaluate_candidate(handle.candidate, handle.spec)
+
+    def cancel(self, handle: Any) -> None:
+        self.cancelled.append(handle.n)
+
+
+def _submit(url: str, spec: dict[str, Any]) -> int:
+    with get_sessionmaker(url)() as s:
+        job = crud.create_job(session=s, job_in=JobCreate.model_validate(spec))
+        assert claim_job(session=s, worker_id="test", stale_after_s=60) is not None
+        return job.id
+
+
+def test_job_runs_to_budget_and_keeps_failures(db_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=db_url, artifact_dir=tmp_path, poll_interval_s=0.01)
+    job_id = _submit(db_url, SPEC)
+    executor = InlineExecutor(fail_numbers={1})
+    status = JobController(settings, executor, job_id, "test").run()
+    assert status == JobStatus.succeeded
+
+    study = load_study(db_url, job_id)
+    assert study.metric_names == ["accuracy", "latency_ms@x86/local", "size_bytes"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    complete = study.get_trials(states=(OptunaState.COMPLETE,))
+    failed = study.get_trials(states=(OptunaState.FAIL,))
+    assert len(complete) == 3 and len(failed) == 1  # budget counts COMPLETE trials
+    assert "injected failure" in failed[0].user_attrs["error"]
+    for t in complete:
+        assert 0 < t.values[0] <= 1 and t.values[1] > 0 and t.values[2] > 0
+        assert t.user_attrs["latency@x86/local"]["tuning"] == "untuned"
+
+    with get_sessionmaker(db_url)() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        assert (job.trials_complete, job.trials_failed) == (3, 1)
+        assert job.best_accuracy == pytest.approx(max(t.values[0] for t in complete))
+        rows = s.scalars(select(Trial).where(Trial.job_id == job_id).order_by(Trial.number)).all()
+        assert [r.state for r in rows].count(TrialState.failed) == 1
+        bad = next(r for r in rows if r.state == TrialState.failed)
+        assert bad.error and "injected failure" in bad.error
+        for r in rows:
+            if r.state == TrialState.complete:
+                assert r.bundle_dir and (Path(r.bundle_dir) / "model.onnx").is_file()
+
+
+def test_cancel_stops_in_flight_trials(db_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=db_url, artifact_dir=tmp_path, poll_interval_s=0.01)
+    spec = {**SPEC, "budget": {"trials": 10}}
+    job_id = _submit(db_url, spec)
+
+    def cancel_after_first(n: int) -> None:
+        if n == 1:
+            with get_sessionmaker(db_url)() as s:
+                job = s.get(Job, job_id)
+                assert job is not None
+                crud.request_cancel(session=s, job=job)
+
+    executor = InlineExecutor(fail_numbers=set(), on_result=cancel_after_first)
+    status = JobController(settings, executor, job_id, "test").run()
+    assert status == JobStatus.cancelled
+    assert executor.cancelled  # the in-flight task was cancelled
+    study = load_study(db_url, job_id)
+    states = [t.state for t in study.trials]
+    assert OptunaState.RUNNING not in states
+    assert states.count(OptunaState.COMPLETE) >= 1  # what completed is kept
+    with get_sessionmaker(db_url)() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.cancelled
+        rows = s.scalars(select(Trial).where(Trial.job_id == job_id)).all()
+        assert any(r.state == TrialState.cancelled for r in rows)
+
+
+def test_interrupted_trials_fail_with_reason_on_restart(db_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=db_url, artifact_dir=tmp_path, poll_interval_s=0.01)
+    spec = {**SPEC, "budget": {"trials": 1}}
+    job_id = _submit(db_url, spec)
+    from service.scheduler.study import open_study
+
+    study = open_study(db_url, job_id, JobCreate.model_validate(spec))
+    orphan = study.ask()  # a scheduler died with this trial RUNNING
+    with get_sessionmaker(db_url)() as s:
+        s.add(Trial(job_id=job_id, number=orphan.number, candidate={}, candidate_hash=""))
+        s.commit()
+    status = JobController(settings, InlineExecutor(set()), job_id, "test").run()
+    assert status == JobStatus.succeeded
+    t = load_study(db_url, job_id).trials[orphan.number]
+    assert t.state == OptunaState.FAIL and "interrupted" in t.user_attrs["error"]
+    assert isinstance(optuna.__version__, str)

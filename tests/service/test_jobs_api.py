@@ -1,0 +1,142 @@
+"""REST API on SQLite and PostgreSQL: submit, list, inspect, cancel, and bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.main import create_app
+from service.settings import Settings
+
+DEMO = json.loads((Path(__file__).resolve().parents[2] / "examples" / "demo-job.json").read_text())
+
+
+@pytest.fixture
+def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(database_url=db_url, artifact_dir=tmp_path / "artifacts")
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _count(client: TestClient) -> int:
+    return int(client.get("/v1/jobs").json()["count"])
+
+
+def test_submit_list_get(client: TestClient) -> None:
+    r = client.post("/v1/jobs", json=DEMO)
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] == "queued"
+    assert job["progress"] == {
+        "trials_complete": 0, "trials_failed": 0, "budget": DEMO["budget"]["trials"],
+        "best_accuracy": None,
+    }
+    assert job["spec"]["objectives"] == ["accuracy", "latency@x86/local", "size"]
+    listed = client.get("/v1/jobs").json()
+    assert listed["count"] == 1 and listed["data"][0]["id"] == job["id"]
+    got = client.get(f"/v1/jobs/{job['id']}").json()
+    assert got["study_name"] == f"job-{job['id']}"
+    assert client.get(f"/v1/jobs/{job['id']}/trials").json() == {"data": [], "count": 0}
+    assert client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"] == []
+
+
+def test_objective_latency_expands_to_every_profile(client: TestClient) -> None:
+    spec = {**DEMO, "objectives": ["accuracy", "latency", "size"]}
+    job = client.post("/v1/jobs", json=spec).json()
+    assert job["spec"]["objectives"] == ["accuracy", "latency@x86/local", "size"]
+
+
+def test_cancel_queued_then_conflict(client: TestClient) -> None:
+    job_id = client.post("/v1/jobs", json=DEMO).json()["id"]
+    r = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.json()["finished_at"] is not None
+    r = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 409 and "already ended" in r.json()["detail"]
+
+
+def test_unknown_job_and_model(client: TestClient) -> None:
+    assert client.get("/v1/jobs/999").status_code == 404
+    assert client.get("/v1/jobs/999/trials").status_code == 404
+    assert client.post("/v1/jobs/999/cancel").status_code == 404
+    assert client.get("/v1/models/999-0").status_code == 404
+    r = client.get("/v1/models/not-a-model")
+    assert r.status_code == 422 and "model_id" in r.json()["detail"]
+
+
+def _with(path: list[str], value: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(DEMO)
+    node = spec
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return spec
+
+
+BAD = [
+    (["dataset"], "cifar10", ["body", "dataset"], "unknown dataset 'cifar10'"),
+    (["space"], "resnet_huge", ["body", "space"], "unknown search space 'resnet_huge'"),
+    (["profiles"], ["arm/nowhere"], ["body", "profiles"], "unknown hardware profile 'arm/nowhere'"),
+    (["profiles"], [], ["body", "profiles"], "at least 1"),
+    (["objectives"], ["accuracy", "speed"], ["body", "objectives"], "unknown objective 'speed'"),
+    (["objectives"], ["latency@arm/rasp4b64"], ["body", "objectives"], "not in profiles"),
+    (["budget", "trials"], 0, ["body", "budget", "trials"], "greater than or equal to 1"),
+    (["budget", "trials"], 1_000_000, ["body", "budget", "trials"], "less than or equal"),
+    (["training", "epochs"], -1, ["body", "training", "epochs"], "greater than or equal"),
+    (["space_overrides"], {"wbits": [3]}, ["body", "space_overrides"], "3 is not allowed"),
+    (["space_overrides"], {"depthh": [2]}, ["body", "space_overrides"], "no dimension 'depthh'"),
+    (["sampler"], "grid", ["body", "sampler"], "nsga2"),
+    (["surprise"], 1, ["body", "surprise"], "Extra inputs"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "loc", "message"), BAD, ids=[b[3][:30] for b in BAD])
+def test_bad_input_is_422_naming_the_field_and_stores_nothing(
+    client: TestClient, path: list[str], value: Any, loc: list[str], message: str
+) -> None:
+    before = _count(client)
+    r = client.post("/v1/jobs", json=_with(path, value))
+    assert r.status_code == 422, r.text
+    errors = r.json()["detail"]
+    assert any(e["loc"] == loc and message in e["msg"] for e in errors), errors
+    assert _count(client) == before
+
+
+def test_malformed_json_is_422_and_stores_nothing(client: TestClient) -> None:
+    r = client.post("/v1/jobs", content=b'{"dataset": "digits",', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert "JSON" in json.dumps(r.json()["detail"])
+    assert _count(client) == 0
+
+
+def test_missing_required_fields_are_named(client: TestClient) -> None:
+    r = client.post("/v1/jobs", json={"dataset": "digits"})
+    assert r.status_code == 422
+    missing = {tuple(e["loc"]) for e in r.json()["detail"] if e["type"] == "missing"}
+    assert {("body", "space"), ("body", "profiles"), ("body", "budget")} <= missing
+
+
+def test_catalog_endpoints(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    profiles = client.get("/v1/profiles").json()["data"]
+    local = next(p for p in profiles if p["name"] == "x86/local")
+    assert local["reachable"] is True and local["target"]["kind"] == "llvm"
+    spaces = {s["name"]: s for s in client.get("/v1/spaces").json()["data"]}
+    assert {"cnn_small", "mlp_small", "small_joint"} <= set(spaces)
+    wbits = spaces["small_joint"]["overrides_schema"]["properties"]["wbits"]
+    assert wbits["default"] == [4, 8, 32] and set(wbits["items"]["enum"]) == {2, 4, 8, 16, 32}
+    datasets = {d["name"]: d for d in client.get("/v1/datasets").json()["data"]}
+    assert datasets["digits"]["input_shape"] == [1, 8, 8]
+
+
+def test_openapi_lists_the_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/trials",
+              "/v1/jobs/{job_id}/pareto", "/v1/models/{model_id}", "/v1/profiles", "/v1/spaces", "/healthz"):
+        assert p in paths
