@@ -58,8 +58,13 @@ def wait_healthy(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: f
 
 def follow(client: httpx.Client, job_id: int) -> dict:
     budget = client.get(f"/v1/jobs/{job_id}").json()["progress"]["budget"]
-    cols = (TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"))
+    cols = (
+        TextColumn("[bold]trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
     with Progress(*cols, console=console) as bar:
         task = bar.add_task("trials", total=budget, info="")
         t0 = time.monotonic()
@@ -67,8 +72,11 @@ def follow(client: httpx.Client, job_id: int) -> dict:
             job = client.get(f"/v1/jobs/{job_id}").json()
             p = job["progress"]
             best = f"{p['best_accuracy']:.3f}" if p["best_accuracy"] is not None else "-"
-            bar.update(task, completed=p["trials_complete"],
-                       info=f"best val acc {best}  failed {p['trials_failed']}  [{job['status']}]")
+            bar.update(
+                task,
+                completed=p["trials_complete"],
+                info=f"best val acc {best}  failed {p['trials_failed']}  [{job['status']}]",
+            )
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 return job
             if time.monotonic() - t0 > DEADLINE_S:
@@ -79,24 +87,42 @@ def follow(client: httpx.Client, job_id: int) -> dict:
 
 def show_pareto(points: list[dict]) -> None:
     table = Table(title="Pareto front (accuracy = validation; latency: TVM untuned, fp32 graph)")
-    for col in ("trial", "val acc", "test acc", "latency ms", "size KB", "architecture / bits / prune / rank"):
+    for col in (
+        "trial",
+        "val acc",
+        "test acc",
+        "latency ms",
+        "size KB",
+        "architecture / bits / prune / rank",
+    ):
         table.add_column(col, justify="left" if col.startswith("arch") else "right")
     for p in points:
         lat = ", ".join(f"{v:.3f} ({p['latency_tuning'][k]})" for k, v in p["latency_ms"].items())
-        table.add_row(str(p["trial"]), f"{p['accuracy']:.3f}", f"{p['test_accuracy']:.3f}", lat,
-                      f"{p['size_bytes'] / 1024:.2f}", p["summary"])
+        table.add_row(
+            str(p["trial"]),
+            f"{p['accuracy']:.3f}",
+            f"{p['test_accuracy']:.3f}",
+            lat,
+            f"{p['size_bytes'] / 1024:.2f}",
+            p["summary"],
+        )
     console.print(table)
 
 
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     db = ROOT / "hwnas-data" / "hwnas.db"
-    env = {**os.environ, "HWNAS_DATABASE_URL": f"sqlite:///{db}",
-           "HWNAS_ARTIFACT_DIR": str(ROOT / "hwnas-data" / "artifacts")}
+    env = {
+        **os.environ,
+        "HWNAS_DATABASE_URL": f"sqlite:///{db}",
+        "HWNAS_ARTIFACT_DIR": str(ROOT / "hwnas-data" / "artifacts"),
+    }
     port = free_port()
     t0 = time.monotonic()
     proc = start_server(port, env)
-    console.print(f"hwnas serve started (pid {proc.pid}) on http://127.0.0.1:{port}; log {OUT / 'serve.log'}")
+    console.print(
+        f"hwnas serve started (pid {proc.pid}) on http://127.0.0.1:{port}; log {OUT / 'serve.log'}"
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             wait_healthy(client, proc)
@@ -104,8 +130,10 @@ def main() -> int:
             r = client.post("/v1/jobs", json=spec)
             r.raise_for_status()
             job_id = r.json()["id"]
-            console.print(f"submitted job {job_id} ({JOB_FILE.name}): {spec['budget']['trials']} trials "
-                          f"of {spec['space']} on {spec['dataset']} for {spec['profiles']}")
+            console.print(
+                f"submitted job {job_id} ({JOB_FILE.name}): {spec['budget']['trials']} trials "
+                f"of {spec['space']} on {spec['dataset']} for {spec['profiles']}"
+            )
             job = follow(client, job_id)
             if job["status"] != "succeeded":
                 raise SystemExit(f"job {job_id} ended {job['status']}: {job['error']}")
@@ -116,26 +144,44 @@ def main() -> int:
             r.raise_for_status()
             bundle = OUT / f"model-{best['model_id']}"
             zipfile.ZipFile(io.BytesIO(r.content)).extractall(bundle)
-            console.print(f"downloaded model {best['model_id']} (trial {best['trial']}) to {bundle}: "
-                          f"{sorted(p.name for p in bundle.iterdir())}")
+            console.print(
+                f"downloaded model {best['model_id']} (trial {best['trial']}) to {bundle}: "
+                f"{sorted(p.name for p in bundle.iterdir())}"
+            )
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    loaded = subprocess.run([sys.executable, str(ROOT / "examples" / "load_bundle.py"), str(bundle)],
-                            capture_output=True, text=True, check=True)
+    loaded = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "load_bundle.py"), str(bundle)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     scores = json.loads(loaded.stdout.strip().splitlines()[-1])
-    console.print(f"loaded back without hwnas: TorchScript test accuracy {scores['torchscript_accuracy']:.3f}, "
-                  f"ONNX Runtime {scores['onnx_accuracy']:.3f} on {scores['test_images']} test images "
-                  f"(max logit diff {scores['max_abs_logit_diff']:.2e})")
+    console.print(
+        "loaded back without hwnas: TorchScript test accuracy "
+        f"{scores['torchscript_accuracy']:.3f}, "
+        f"ONNX Runtime {scores['onnx_accuracy']:.3f} on {scores['test_images']} test images "
+        f"(max logit diff {scores['max_abs_logit_diff']:.2e})"
+    )
     summary = {
         "job_id": job_id,
-        "pareto": [{"trial": p["trial"], "accuracy": p["accuracy"], "test_accuracy": p["test_accuracy"],
-                    "latency_ms": p["latency_ms"], "latency_tuning": p["latency_tuning"],
-                    "size_bytes": p["size_bytes"], "candidate": p["candidate"], "model_id": p["model_id"]}
-                   for p in pareto],
+        "pareto": [
+            {
+                "trial": p["trial"],
+                "accuracy": p["accuracy"],
+                "test_accuracy": p["test_accuracy"],
+                "latency_ms": p["latency_ms"],
+                "latency_tuning": p["latency_tuning"],
+                "size_bytes": p["size_bytes"],
+                "candidate": p["candidate"],
+                "model_id": p["model_id"],
+            }
+            for p in pareto
+        ],
         "best_model_id": best["model_id"],
         "bundle_dir": str(bundle),
         "loaded_back": scores,
@@ -143,10 +189,13 @@ def main() -> int:
     }
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"wrote {OUT / 'summary.json'} ({summary['wall_s']} s in all)")
-    console.print("See the Pareto front in the Optuna dashboard:\n"
-                  f"  {ROOT / '.venv' / 'bin' / 'optuna-dashboard'} sqlite:///{db} --host 127.0.0.1 --port 8080\n"
-                  "  then open http://127.0.0.1:8080 (study "
-                  f"'job-{job_id}')")
+    console.print(
+        "See the Pareto front in the Optuna dashboard:\n"
+        f"  {ROOT / '.venv' / 'bin' / 'optuna-dashboard'} sqlite:///{db} "
+        "--host 127.0.0.1 --port 8080\n"
+        "  then open http://127.0.0.1:8080 (study "
+        f"'job-{job_id}')"
+    )
     return 0
 
 

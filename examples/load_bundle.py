@@ -57,8 +57,16 @@ def main(bundle: Path) -> None:
     acc_ts = float((logits_ts.argmax(1) == y).mean())
     acc_onnx = float((logits_onnx.argmax(1) == y).mean())
     diff = float(np.abs(logits_ts - logits_onnx).max())
-    print(json.dumps({"test_images": len(y), "torchscript_accuracy": acc_ts,
-                      "onnx_accuracy": acc_onnx, "max_abs_logit_diff": diff}))
+    print(
+        json.dumps(
+            {
+                "test_images": len(y),
+                "torchscript_accuracy": acc_ts,
+                "onnx_accuracy": acc_onnx,
+                "max_abs_logit_diff": diff,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

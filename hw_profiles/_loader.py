@@ -57,7 +57,9 @@ def _all_profiles(dirs: tuple[Path, ...]) -> dict[str, Profile]:
             profile = load_profile_file(path)
             expected = path.relative_to(d).with_suffix("").as_posix()
             if profile.name != expected:
-                raise ProfileError(f"{path}: name {profile.name!r} must match its path {expected!r}")
+                raise ProfileError(
+                    f"{path}: name {profile.name!r} must match its path {expected!r}"
+                )
             found[profile.name] = profile
     return found
 

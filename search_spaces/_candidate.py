@@ -60,7 +60,9 @@ class Candidate(BaseModel):
     @classmethod
     def _version(cls, v: int) -> int:
         if v != SCHEMA_VERSION:
-            raise ValueError(f"candidate schema_version {v} is not supported (expected {SCHEMA_VERSION})")
+            raise ValueError(
+                f"candidate schema_version {v} is not supported (expected {SCHEMA_VERSION})"
+            )
         return v
 
     @field_validator("head_wbits")
@@ -100,7 +102,8 @@ class Candidate(BaseModel):
     def summary(self) -> str:
         """One short line for tables: ``cnn k3 [32/8b/p.25/r.5, ...]``."""
         parts = [
-            f"{layer.width}/{layer.wbits}b/p{layer.prune:g}/r{layer.rank:g}" for layer in self.layers
+            f"{layer.width}/{layer.wbits}b/p{layer.prune:g}/r{layer.rank:g}"
+            for layer in self.layers
         ]
         head = f"k{self.kernel} " if self.family == "cnn" else ""
         return f"{self.family} {head}[{', '.join(parts)}] head {self.head_wbits}b"

@@ -35,7 +35,9 @@ def get_space(name: str) -> type[SearchSpace]:
     try:
         return _SPACES[name]
     except KeyError:
-        raise UnknownSpaceError(f"unknown search space {name!r}; known: {sorted(_SPACES)}") from None
+        raise UnknownSpaceError(
+            f"unknown search space {name!r}; known: {sorted(_SPACES)}"
+        ) from None
 
 
 def list_spaces() -> list[str]:

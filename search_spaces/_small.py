@@ -37,12 +37,12 @@ _COMMON = [
 ]
 
 
-def _sample_family(
-    space: SearchSpace, trial: TrialLike, family: str, prefix: str
-) -> Candidate:
+def _sample_family(space: SearchSpace, trial: TrialLike, family: str, prefix: str) -> Candidate:
     c = space.choices
     depth = int(trial.suggest_categorical(f"{prefix}depth", c["depth"]))
-    kernel = int(trial.suggest_categorical(f"{prefix}kernel", c["kernel"])) if family == "cnn" else 3
+    kernel = (
+        int(trial.suggest_categorical(f"{prefix}kernel", c["kernel"])) if family == "cnn" else 3
+    )
     layers = []
     for i in range(depth):
         p = f"{prefix}layer{i}."
@@ -84,9 +84,13 @@ class CnnSmall(SearchSpace):
     @classmethod
     def dimensions(cls) -> list[Dimension]:
         return [
-            Dimension(name="depth", allowed=(1, 2, 3, 4), default=(2, 3), description="conv blocks"),
             Dimension(
-                name="width", allowed=(8, 16, 24, 32, 48, 64, 96, 128), default=(16, 32, 64),
+                name="depth", allowed=(1, 2, 3, 4), default=(2, 3), description="conv blocks"
+            ),
+            Dimension(
+                name="width",
+                allowed=(8, 16, 24, 32, 48, 64, 96, 128),
+                default=(16, 32, 64),
                 description="output channels per block",
             ),
             Dimension(name="kernel", allowed=(3, 5), default=(3,), description="conv kernel size"),
@@ -112,7 +116,9 @@ class MlpSmall(SearchSpace):
         return [
             Dimension(name="depth", allowed=(1, 2, 3, 4), default=(1, 2, 3), description="layers"),
             Dimension(
-                name="width", allowed=(16, 32, 64, 128, 256, 512), default=(32, 64, 128, 256),
+                name="width",
+                allowed=(16, 32, 64, 128, 256, 512),
+                default=(32, 64, 128, 256),
                 description="features per hidden layer",
             ),
             *_COMMON,

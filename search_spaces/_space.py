@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,7 +50,7 @@ class SearchSpace(ABC):
     description: ClassVar[str]
 
     def __init__(
-        self, context: SpaceContext, overrides: dict[str, Sequence[Any]] | None = None
+        self, context: SpaceContext, overrides: Mapping[str, Sequence[Any]] | None = None
     ) -> None:
         self.context = context
         self.choices: dict[str, tuple[Any, ...]] = {d.name: d.default for d in self.dimensions()}
@@ -70,6 +70,7 @@ class SearchSpace(ABC):
     @classmethod
     def check_context(cls, context: SpaceContext) -> None:
         """Raise ``ValueError`` when the task does not fit this space (e.g. flat data for a CNN)."""
+        return None  # any context fits unless a space says otherwise
 
     @classmethod
     def validate_override(cls, key: str, values: Sequence[Any]) -> tuple[Any, ...]:

@@ -50,7 +50,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     upgrade(settings.database_url)
     get_storage(settings.database_url)  # Optuna's tables, created once before the child starts
-    child = subprocess.Popen([sys.executable, "-m", "service.cli", "scheduler"], env=os.environ.copy())
+    child = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "scheduler"], env=os.environ.copy()
+    )
 
     def _term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

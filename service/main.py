@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app = FastAPI(
         title="hwnas",
         version="0.1.0",
-        summary="Hardware-aware model-compression search: submit jobs, read Pareto fronts, pull models.",
+        summary="Hardware-aware compression search: submit jobs, read Pareto fronts, pull models.",
     )
     app.state.settings = settings
     app.include_router(jobs.router)

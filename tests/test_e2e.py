@@ -77,8 +77,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     log = tmp / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, 120)
@@ -131,9 +142,13 @@ def test_pareto_endpoint_returns_exactly_the_non_dominated_trials(
     assert front
     trials = httpx.get(f"{base}/v1/jobs/{job_id}/trials", timeout=30).json()["data"]
     points = {
-        t["number"]: (t["metrics"]["accuracy"], t["metrics"]["latency_ms"]["x86/local"],
-                      t["metrics"]["size_bytes"])
-        for t in trials if t["state"] == "complete"
+        t["number"]: (
+            t["metrics"]["accuracy"],
+            t["metrics"]["latency_ms"]["x86/local"],
+            t["metrics"]["size_bytes"],
+        )
+        for t in trials
+        if t["state"] == "complete"
     }
 
     def dominates(b: tuple[float, float, int], a: tuple[float, float, int]) -> bool:
@@ -155,8 +170,13 @@ def test_model_bundle_downloads_and_onnx_matches_pytorch(
     r = httpx.get(f"{base}/v1/models/{best['model_id']}", timeout=60)
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path)
-    for name in ("model.onnx", "model.pt", "card.json", "weights.packed.safetensors",
-                 "tvm/x86_local.so"):
+    for name in (
+        "model.onnx",
+        "model.pt",
+        "card.json",
+        "weights.packed.safetensors",
+        "tvm/x86_local.so",
+    ):
         assert (tmp_path / name).is_file(), name
     shape = best["candidate"]["input_shape"]
     x = np.random.default_rng(0).random((4, *shape), dtype=np.float32)
@@ -177,11 +197,16 @@ def test_optuna_dashboard_lists_the_study(
     port = _free_port()
     log = tmp_path / "dashboard.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([exe, db_url, "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [exe, db_url, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_http(f"http://127.0.0.1:{port}/api/studies", proc, log, 60)
-        studies = httpx.get(f"http://127.0.0.1:{port}/api/studies", timeout=30).json()["study_summaries"]
+        studies = httpx.get(f"http://127.0.0.1:{port}/api/studies", timeout=30).json()[
+            "study_summaries"
+        ]
         mine = [s for s in studies if s["study_name"] == f"job-{finished_job['id']}"]
         assert len(mine) == 1
         assert len(mine[0]["directions"]) == 3

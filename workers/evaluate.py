@@ -78,8 +78,12 @@ def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[
 
     data = _splits(s.dataset, s.split_seed)
     parent, hit = trained_parent(
-        cand, dataset=s.dataset, split_seed=s.split_seed, recipe=recipe,
-        train_data=data.train, cache_dir=Path(s.cache_dir),
+        cand,
+        dataset=s.dataset,
+        split_seed=s.split_seed,
+        recipe=recipe,
+        train_data=data.train,
+        cache_dir=Path(s.cache_dir),
     )
     timings["parent_s"], t = time.perf_counter() - t, time.perf_counter()
 
@@ -104,7 +108,9 @@ def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[
     example = example_input(cand)
     latency = {
         name: probe_latency(
-            child, example, get_profile(name),
+            child,
+            example,
+            get_profile(name),
             library_path=bundle / "tvm" / f"{name.replace('/', '_')}.so",
         )
         for name in s.profiles

@@ -36,7 +36,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
 def versions() -> dict[str, str]:
     import onnx
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__}
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+    }
     try:
         import tvm
 

@@ -26,7 +26,12 @@ class Recipe:
 
     def parent_part(self) -> dict[str, object]:
         """The fields a trained parent depends on (its cache key)."""
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed}
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "seed": self.seed,
+        }
 
 
 def _batches(split: Split, batch_size: int, rng: np.random.Generator | None):  # type: ignore[no-untyped-def]

@@ -14,9 +14,12 @@ def pareto_points(best_trials: list[FrozenTrial], metric_names: list[str]) -> li
     points = []
     for t in best_trials:
         values = dict(zip(metric_names, t.values, strict=True))
-        latency = {k.split("@", 1)[1]: float(v) for k, v in values.items() if k.startswith("latency_ms@")}
+        latency = {
+            k.split("@", 1)[1]: float(v) for k, v in values.items() if k.startswith("latency_ms@")
+        }
         tuning = {
-            p: str((t.user_attrs.get(f"latency@{p}") or {}).get("tuning", "unknown")) for p in latency
+            p: str((t.user_attrs.get(f"latency@{p}") or {}).get("tuning", "unknown"))
+            for p in latency
         }
         cand: dict[str, Any] = t.user_attrs.get("candidate", {})
         points.append(

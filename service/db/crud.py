@@ -28,7 +28,9 @@ def list_jobs(*, session: Session, skip: int, limit: int) -> tuple[list[Job], in
 def list_trials(*, session: Session, job_id: int, skip: int, limit: int) -> tuple[list[Trial], int]:
     where = Trial.job_id == job_id
     count = session.scalar(select(func.count()).select_from(Trial).where(where)) or 0
-    rows = session.scalars(select(Trial).where(where).order_by(Trial.number).offset(skip).limit(limit))
+    rows = session.scalars(
+        select(Trial).where(where).order_by(Trial.number).offset(skip).limit(limit)
+    )
     return list(rows.all()), count
 
 
@@ -37,7 +39,7 @@ def get_trial(*, session: Session, job_id: int, number: int) -> Trial | None:
 
 
 def request_cancel(*, session: Session, job: Job) -> Job:
-    """Queued jobs are cancelled at once; running ones are asked to stop (their scheduler ends them)."""
+    """Cancel a queued job at once; ask a running one to stop (its scheduler ends it)."""
     if job.status == JobStatus.queued:
         job.status = JobStatus.cancelled
         job.finished_at = utcnow()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import Job, JobStatus, utcnow
@@ -28,8 +29,12 @@ def claim_job(*, session: Session, worker_id: str, stale_after_s: float) -> Job 
         ),
     )
     pick = (
-        select(Job.id).where(claimable).order_by(Job.id).limit(1)
-        .with_for_update(skip_locked=True).scalar_subquery()
+        select(Job.id)
+        .where(claimable)
+        .order_by(Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
     stmt = (
         update(Job)
@@ -48,9 +53,7 @@ def claim_job(*, session: Session, worker_id: str, stale_after_s: float) -> Job 
     return session.get(Job, job_id, populate_existing=True) if job_id is not None else None
 
 
-def _resumed_status():  # type: ignore[no-untyped-def]
-    from sqlalchemy import case
-
+def _resumed_status() -> Any:
     # a job that was being cancelled stays cancelling, so the new owner finishes the cancel
     return case((Job.status == JobStatus.cancelling, JobStatus.cancelling), else_=JobStatus.running)
 

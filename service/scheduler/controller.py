@@ -88,7 +88,9 @@ class JobController:
             SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes),
             spec.space_overrides,
         )
-        max_failed = spec.budget.max_failed if spec.budget.max_failed is not None else spec.budget.trials
+        max_failed = (
+            spec.budget.max_failed if spec.budget.max_failed is not None else spec.budget.trials
+        )
         in_flight: dict[Any, _InFlight] = {}
         while True:
             complete, failed = self._counts(study)
@@ -110,18 +112,25 @@ class JobController:
             if failed > max_failed:
                 self._cancel_all(study, in_flight, "job stopped: too many failed trials")
                 raise RuntimeError(f"{failed} trials failed (budget.max_failed = {max_failed})")
-            while len(in_flight) < self.executor.capacity and complete + len(in_flight) < spec.budget.trials:
+            while (
+                len(in_flight) < self.executor.capacity
+                and complete + len(in_flight) < spec.budget.trials
+            ):
                 self._dispatch(study, space, spec, in_flight)
             if not in_flight:
                 return JobStatus.succeeded
             for handle in self.executor.wait(list(in_flight), self.settings.poll_interval_s):
                 self._collect(study, spec, in_flight.pop(handle), handle)
 
-    def _dispatch(self, study: optuna.Study, space: Any, spec: JobCreate, in_flight: dict[Any, _InFlight]) -> None:
+    def _dispatch(
+        self, study: optuna.Study, space: Any, spec: JobCreate, in_flight: dict[Any, _InFlight]
+    ) -> None:
         trial = study.ask()
         try:
             cand = space.sample(trial)
-        except Exception as e:  # a space that cannot build this point: the trial fails, the job goes on
+        except (
+            Exception
+        ) as e:  # a space that cannot build this point: the trial fails, the job goes on
             self._record_new(trial.number, {}, "")
             self._fail(study, trial, f"sampling failed: {type(e).__name__}: {e}")
             return
@@ -130,7 +139,12 @@ class JobController:
         trial.set_user_attr("summary", cand.summary())
         trial.set_user_attr("candidate_hash", cand.structural_hash())
         self._record_new(trial.number, candidate, cand.structural_hash())
-        bundle = Path(self.settings.artifact_dir).resolve() / "jobs" / str(self.job_id) / f"trial-{trial.number:05d}"
+        bundle = (
+            Path(self.settings.artifact_dir).resolve()
+            / "jobs"
+            / str(self.job_id)
+            / f"trial-{trial.number:05d}"
+        )
         worker_spec = {
             "dataset": spec.dataset,
             "split_seed": spec.split_seed,
@@ -166,7 +180,18 @@ class JobController:
         for prof, st in result["latency"].items():
             t.set_user_attr(
                 f"latency@{prof}",
-                {k: st[k] for k in ("median_ms", "iqr_ms", "cv", "repeat", "number", "tuning", "precision")},
+                {
+                    k: st[k]
+                    for k in (
+                        "median_ms",
+                        "iqr_ms",
+                        "cv",
+                        "repeat",
+                        "number",
+                        "tuning",
+                        "precision",
+                    )
+                },
             )
         study.tell(t, values)
         with self.sessions() as s:
@@ -184,7 +209,7 @@ class JobController:
 
     # ------------------------------------------------------------ bookkeeping
     def _counts(self, study: optuna.Study) -> tuple[int, int]:
-        """COMPLETE trials, and FAIL trials that failed by themselves (not cancelled/interrupted)."""
+        """COMPLETE trials, and FAIL trials that failed by themselves (not cancelled/stopped)."""
         trials = study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE, OptunaState.FAIL))
         complete = sum(1 for t in trials if t.state == OptunaState.COMPLETE)
         failed = sum(1 for t in trials if t.user_attrs.get("fail_kind") == "error")
@@ -192,7 +217,9 @@ class JobController:
 
     def _record_new(self, number: int, candidate: dict[str, Any], digest: str) -> None:
         with self.sessions() as s:
-            s.add(Trial(job_id=self.job_id, number=number, candidate=candidate, candidate_hash=digest))
+            s.add(
+                Trial(job_id=self.job_id, number=number, candidate=candidate, candidate_hash=digest)
+            )
             s.commit()
 
     def _row(self, s: Any, number: int) -> Trial:
@@ -202,7 +229,14 @@ class JobController:
         assert row is not None
         return row  # type: ignore[no-any-return]
 
-    def _fail(self, study: optuna.Study, trial: optuna.trial.Trial, message: str, *, cancelled: bool = False) -> None:
+    def _fail(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.Trial,
+        message: str,
+        *,
+        cancelled: bool = False,
+    ) -> None:
         trial.set_user_attr("error", message[:2000])
         trial.set_user_attr("fail_kind", "cancelled" if cancelled else "error")
         study.tell(trial, state=OptunaState.FAIL)
@@ -217,7 +251,9 @@ class JobController:
                 job.trials_failed += 1
             s.commit()
 
-    def _cancel_all(self, study: optuna.Study, in_flight: dict[Any, _InFlight], reason: str) -> None:
+    def _cancel_all(
+        self, study: optuna.Study, in_flight: dict[Any, _InFlight], reason: str
+    ) -> None:
         for handle, item in list(in_flight.items()):
             self.executor.cancel(handle)
             self._fail(study, item.trial, reason, cancelled=True)
@@ -226,15 +262,23 @@ class JobController:
     def _fail_interrupted(self, study: optuna.Study) -> None:
         """Trials left RUNNING by a scheduler that died: FAIL them, with the reason."""
         for t in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
-            study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: scheduler restarted")
+            study._storage.set_trial_user_attr(
+                t._trial_id, "error", "interrupted: scheduler restarted"
+            )
             study._storage.set_trial_user_attr(t._trial_id, "fail_kind", "interrupted")
             study._storage.set_trial_state_values(t._trial_id, OptunaState.FAIL)
             with self.sessions() as s:
                 from sqlalchemy import select
 
-                row = s.scalar(select(Trial).where(Trial.job_id == self.job_id, Trial.number == t.number))
+                row = s.scalar(
+                    select(Trial).where(Trial.job_id == self.job_id, Trial.number == t.number)
+                )
                 if row is not None:
-                    row.state, row.error, row.finished_at = TrialState.failed, "interrupted: scheduler restarted", utcnow()
+                    row.state, row.error, row.finished_at = (
+                        TrialState.failed,
+                        "interrupted: scheduler restarted",
+                        utcnow(),
+                    )
                 s.commit()
 
     def _finish(self, status: JobStatus, error: str | None = None) -> None:

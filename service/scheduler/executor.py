@@ -48,7 +48,7 @@ class RayExecutor:
         self._task = ray.remote(evaluate_candidate).options(
             num_cpus=settings.trial_num_cpus, max_retries=1
         )
-        cpus = float(ray.cluster_resources().get("CPU", 1))
+        cpus = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
         self.capacity = settings.max_in_flight or max(1, int(cpus // settings.trial_num_cpus))
         log.info("ray ready: %s CPUs, %d trials in flight", cpus, self.capacity)
 

@@ -35,7 +35,7 @@ def open_study(url: str, job_id: int, spec: JobCreate) -> optuna.Study:
     study = optuna.create_study(
         study_name=study_name(job_id),
         storage=get_storage(url),
-        directions=spec.directions(),
+        directions=spec.directions(),  # type: ignore[arg-type]  # validated literals
         sampler=make_sampler(spec),
         load_if_exists=True,
     )

@@ -20,7 +20,10 @@ class Budget(BaseModel):
 
     trials: int = Field(ge=1, le=10_000, description="COMPLETE trials to run", examples=[24])
     max_failed: int | None = Field(
-        default=None, ge=0, le=10_000, description="the job fails when more trials than this fail (default: the trial budget)"
+        default=None,
+        ge=0,
+        le=10_000,
+        description="the job fails when more trials than this fail (default: the trial budget)",
     )
 
 
@@ -90,7 +93,9 @@ class JobCreate(BaseModel):
             raise ValueError(str(e)) from None
         if "dataset" in info.data:
             ds = get_dataset(info.data["dataset"])
-            space.check_context(SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes))
+            space.check_context(
+                SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)
+            )
         return v
 
     @field_validator("space_overrides")
@@ -130,7 +135,9 @@ class JobCreate(BaseModel):
                 out += [f"latency@{p}" for p in profiles]
             elif name.startswith("latency@"):
                 if profiles and name.split("@", 1)[1] not in profiles:
-                    raise ValueError(f"objective {name!r} names a profile not in profiles {profiles}")
+                    raise ValueError(
+                        f"objective {name!r} names a profile not in profiles {profiles}"
+                    )
                 out.append(name)
             else:
                 raise ValueError(

@@ -148,8 +148,10 @@ def test_name_must_match_path(extra_dir: Path) -> None:
     [
         ('name = "arm/board"\n[target]\nmtriple = "x"\n', "target.kind is required"),
         ('name = "arm/board"\n', "target"),
-        (GOOD.format(name="arm/board").replace("schema_version = 1", "schema_version = 2"),
-         "schema_version 2 is not supported"),
+        (
+            GOOD.format(name="arm/board").replace("schema_version = 1", "schema_version = 2"),
+            "schema_version 2 is not supported",
+        ),
         ('name = "arm/board"\n[target\nkind = "llvm"\n', "arm/board.toml"),
         (GOOD.format(name="arm/board").replace("[measure]", "[measure]\nrepeat = 1"), "repeat"),
     ],

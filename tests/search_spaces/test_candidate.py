@@ -156,9 +156,7 @@ def test_structural_hash_ignores_space_name() -> None:
 
 
 @pytest.mark.parametrize("layer", [0, 1])
-@pytest.mark.parametrize(
-    ("key", "value"), [("wbits", 2), ("prune", 0.75), ("rank", 0.125)]
-)
+@pytest.mark.parametrize(("key", "value"), [("wbits", 2), ("prune", 0.75), ("rank", 0.125)])
 def test_structural_hash_changes_with_any_compression_choice(
     layer: int, key: str, value: float
 ) -> None:

@@ -34,7 +34,9 @@ def test_submit_list_get(client: TestClient) -> None:
     job = r.json()
     assert job["status"] == "queued"
     assert job["progress"] == {
-        "trials_complete": 0, "trials_failed": 0, "budget": DEMO["budget"]["trials"],
+        "trials_complete": 0,
+        "trials_failed": 0,
+        "budget": DEMO["budget"]["trials"],
         "best_accuracy": None,
     }
     assert job["spec"]["objectives"] == ["accuracy", "latency@x86/local", "size"]
@@ -109,7 +111,9 @@ def test_bad_input_is_422_naming_the_field_and_stores_nothing(
 
 
 def test_malformed_json_is_422_and_stores_nothing(client: TestClient) -> None:
-    r = client.post("/v1/jobs", content=b'{"dataset": "digits",', headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/jobs", content=b'{"dataset": "digits",', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
     assert "JSON" in json.dumps(r.json()["detail"])
     assert _count(client) == 0
@@ -137,6 +141,15 @@ def test_catalog_endpoints(client: TestClient) -> None:
 
 def test_openapi_lists_the_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    for p in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/trials",
-              "/v1/jobs/{job_id}/pareto", "/v1/models/{model_id}", "/v1/profiles", "/v1/spaces", "/healthz"):
+    for p in (
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/trials",
+        "/v1/jobs/{job_id}/pareto",
+        "/v1/models/{model_id}",
+        "/v1/profiles",
+        "/v1/spaces",
+        "/healthz",
+    ):
         assert p in paths

@@ -11,7 +11,7 @@ from safetensors.numpy import load_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from search_spaces import Candidate
+from search_spaces import Candidate, LayerChoice
 from workers.compress import (
     attach_fake_quant,
     bake,
@@ -29,19 +29,24 @@ from workers.compress import (
 )
 from workers.models import ConvBlock, DenseBlock, Net, build_model, count_params
 
+
+def _layers(*widths: int) -> tuple[LayerChoice, ...]:
+    return tuple(LayerChoice(width=w) for w in widths)
+
+
 CNN = Candidate(
     space="cnn_small",
     family="cnn",
     input_shape=(1, 8, 8),
     num_classes=10,
-    layers=({"width": 16}, {"width": 32}),  # type: ignore[arg-type]
+    layers=_layers(16, 32),
 )
 MLP = Candidate(
     space="mlp_small",
     family="mlp",
     input_shape=(64,),
     num_classes=10,
-    layers=({"width": 128}, {"width": 64}),  # type: ignore[arg-type]
+    layers=_layers(128, 64),
 )
 
 
@@ -267,7 +272,7 @@ def test_factorize_model_only_splits_when_it_saves_params() -> None:
         family="mlp",
         input_shape=(64,),
         num_classes=10,
-        layers=({"width": 256}, {"width": 256}, {"width": 64}, {"width": 64}),  # type: ignore[arg-type]
+        layers=_layers(256, 256, 64, 64),
     )
     net = _net(cand)
     before = [count_params(b) for b in net.blocks]

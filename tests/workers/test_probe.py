@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hw_profiles import Profile, get_profile
-from search_spaces import Candidate
+from search_spaces import Candidate, LayerChoice
 from workers.compress import factorize_model, fold_batchnorm, prune_model
 from workers.models import Net, build_model, example_input
 from workers.probe import ProbeError, probe_latency
@@ -22,7 +22,7 @@ def _cand(family: str, shape: tuple[int, ...], widths: list[int]) -> Candidate:
         family=family,  # type: ignore[arg-type]
         input_shape=shape,
         num_classes=10,
-        layers=tuple({"width": w} for w in widths),  # type: ignore[arg-type]
+        layers=tuple(LayerChoice(width=w) for w in widths),
     )
 
 
@@ -76,7 +76,9 @@ def test_probe_small_models_and_pruned_is_faster(tmp_path: Path) -> None:
     t_small = probe_latency(small, example, profile)
     _check_stats(t_small, profile)
     ratio = t_small["median_ms"] / t_dense["median_ms"]
-    assert ratio < 1, f"pruned+factorized {t_small['median_ms']:.4f} ms vs dense {t_dense['median_ms']:.4f} ms"
+    assert ratio < 1, (
+        f"pruned+factorized {t_small['median_ms']:.4f} ms vs dense {t_dense['median_ms']:.4f} ms"
+    )
 
 
 def test_probe_refuses_rpc_profiles() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workers.models import Net
+from workers.models import Net, conv_like
 
 
 def fold_batchnorm(net: Net) -> Net:
     """Replace each block's ``conv -> bn`` by one biased conv, in place (eval-mode numerics)."""
-    for block in net.blocks:
+    for block in net.block_list():
         bn = block.bn
         if not isinstance(bn, nn.BatchNorm2d):
             continue
@@ -19,10 +19,8 @@ def fold_batchnorm(net: Net) -> Net:
             raise TypeError("fold BatchNorm before factorizing")
         assert bn.running_mean is not None and bn.running_var is not None
         scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-            bias=True,
-        )
+        fused = conv_like(conv, conv.in_channels, conv.out_channels, bias=True)
+        assert fused.bias is not None and bn.weight is not None and bn.bias is not None
         with torch.no_grad():
             fused.weight.copy_(conv.weight.detach() * scale[:, None, None, None])
             b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(scale)

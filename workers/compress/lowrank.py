@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workers.models import Net
+from workers.models import Net, conv_like
 
 
 def full_rank(layer: nn.Conv2d | nn.Linear) -> int:
@@ -40,15 +40,15 @@ def factorize_layer(layer: nn.Module, rank: int) -> nn.Sequential:
         second = nn.Linear(r, out, bias=bias is not None)
         shaped = first_w
     else:
-        first = nn.Conv2d(layer.in_channels, r, layer.kernel_size, layer.stride, layer.padding,
-                          bias=False)
-        second = nn.Conv2d(r, out, 1, bias=bias is not None)
+        first = conv_like(layer, layer.in_channels, r, bias=False)
+        second = conv_like(layer, r, out, bias=bias is not None, kernel=1)
         shaped = first_w.reshape(r, *w.shape[1:])
         second_w = second_w[:, :, None, None]
     with torch.no_grad():
         first.weight.copy_(shaped)
         second.weight.copy_(second_w)
         if bias is not None:
+            assert isinstance(second.bias, torch.Tensor)
             second.bias.copy_(bias)
     return nn.Sequential(first, second)
 
@@ -61,7 +61,7 @@ def factorize_model(net: Net, fractions: list[float]) -> Net:
     """
     if len(fractions) != len(net.blocks):
         raise ValueError(f"{len(fractions)} rank fractions for {len(net.blocks)} blocks")
-    for block, frac in zip(net.blocks, fractions, strict=True):
+    for block, frac in zip(net.block_list(), fractions, strict=True):
         layer = block.layer
         if frac >= 1.0 or not isinstance(layer, nn.Conv2d | nn.Linear):
             continue

@@ -28,7 +28,8 @@ def pack_levels(q: NDArray[np.int32], bits: int) -> NDArray[np.uint8]:
     pad = (-len(flat)) % per_byte
     flat = np.concatenate([flat, np.zeros(pad, np.uint8)]).reshape(-1, per_byte)
     shifts = (np.arange(per_byte, dtype=np.uint8) * bits).astype(np.uint8)
-    return np.bitwise_or.reduce(flat << shifts, axis=1).astype(np.uint8)
+    packed: NDArray[np.uint8] = np.bitwise_or.reduce(flat << shifts, axis=1).astype(np.uint8)
+    return packed
 
 
 def unpack_levels(packed: NDArray[np.uint8], bits: int, count: int) -> NDArray[np.int32]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workers.models import Net
+from workers.models import Net, conv_like
 
 
 def keep_count(width: int, ratio: float) -> int:
@@ -27,19 +27,22 @@ def prune_model(net: Net, ratios: list[float]) -> Net:
     """
     if len(ratios) != len(net.blocks):
         raise ValueError(f"{len(ratios)} prune ratios for {len(net.blocks)} blocks")
-    for i, (block, ratio) in enumerate(zip(net.blocks, ratios, strict=True)):
+    blocks = net.block_list()
+    for i, (block, ratio) in enumerate(zip(blocks, ratios, strict=True)):
         if ratio <= 0:
             continue
         width = _weight(block.layer).shape[0]
-        keep = torch.argsort(l1_importance(block.layer), descending=True)[: keep_count(width, ratio)]
+        keep = torch.argsort(l1_importance(block.layer), descending=True)[
+            : keep_count(width, ratio)
+        ]
         keep = torch.sort(keep).values
         block.layer = _slice_out(block.layer, keep)
         if isinstance(block.bn, nn.BatchNorm2d | nn.BatchNorm1d):
             block.bn = _slice_bn(block.bn, keep)
-        consumer = net.blocks[i + 1].layer if i + 1 < len(net.blocks) else net.head
+        consumer = blocks[i + 1].layer if i + 1 < len(blocks) else net.head
         sliced = _slice_in(consumer, keep)
-        if i + 1 < len(net.blocks):
-            net.blocks[i + 1].layer = sliced
+        if i + 1 < len(blocks):
+            blocks[i + 1].layer = sliced
         else:
             assert isinstance(sliced, nn.Linear)
             net.head = sliced
@@ -58,17 +61,14 @@ def _slice_out(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
     bias = getattr(layer, "bias", None)
     new: nn.Module
     if isinstance(layer, nn.Conv2d):
-        new = nn.Conv2d(
-            layer.in_channels, len(keep), layer.kernel_size, layer.stride, layer.padding,
-            bias=bias is not None,
-        )
+        new = conv_like(layer, layer.in_channels, len(keep), bias=bias is not None)
     elif isinstance(layer, nn.Linear):
         new = nn.Linear(layer.in_features, len(keep), bias=bias is not None)
     else:
         raise TypeError(f"cannot prune {type(layer).__name__}")
     with torch.no_grad():
         new.weight.copy_(w[keep])
-        if bias is not None:
+        if bias is not None and new.bias is not None:
             new.bias.copy_(bias.detach()[keep])
     return new
 
@@ -78,27 +78,27 @@ def _slice_in(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
     bias = getattr(layer, "bias", None)
     new: nn.Module
     if isinstance(layer, nn.Conv2d):
-        new = nn.Conv2d(
-            len(keep), layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-            bias=bias is not None,
-        )
+        new = conv_like(layer, len(keep), layer.out_channels, bias=bias is not None)
     elif isinstance(layer, nn.Linear):
         new = nn.Linear(len(keep), layer.out_features, bias=bias is not None)
     else:
         raise TypeError(f"cannot resize {type(layer).__name__}")
     with torch.no_grad():
         new.weight.copy_(w[:, keep])
-        if bias is not None:
+        if bias is not None and new.bias is not None:
             new.bias.copy_(bias.detach())
     return new
 
 
 def _slice_bn(bn: nn.BatchNorm2d | nn.BatchNorm1d, keep: torch.Tensor) -> nn.Module:
     new = type(bn)(len(keep), eps=bn.eps, momentum=bn.momentum)
+    assert bn.weight is not None and bn.bias is not None
+    assert new.weight is not None and new.bias is not None
     with torch.no_grad():
         new.weight.copy_(bn.weight[keep])
         new.bias.copy_(bn.bias[keep])
         assert bn.running_mean is not None and bn.running_var is not None
+        assert new.running_mean is not None and new.running_var is not None
         new.running_mean.copy_(bn.running_mean[keep])
         new.running_var.copy_(bn.running_var[keep])
     return new

@@ -44,11 +44,13 @@ def fake_quant(w: torch.Tensor, bits: int) -> torch.Tensor:
 
 class _STEQuant(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, bits: int) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, bits: int
+    ) -> torch.Tensor:
         return fake_quant(w, bits)
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor, None]:
         return grad, None
@@ -70,10 +72,10 @@ def weight_layers(module: nn.Module) -> list[nn.Conv2d | nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
-def layer_bits(net: Net, block_bits: list[int], head_bits: int) -> dict[nn.Module, int]:
+def layer_bits(net: Net, block_bits: list[int], head_bits: int) -> dict[nn.Conv2d | nn.Linear, int]:
     """Bits of every weight layer (both factors of a factorized layer share their block's)."""
-    bits: dict[nn.Module, int] = {}
-    for block, b in zip(net.blocks, block_bits, strict=True):
+    bits: dict[nn.Conv2d | nn.Linear, int] = {}
+    for block, b in zip(net.block_list(), block_bits, strict=True):
         for layer in weight_layers(block):
             bits[layer] = b
     bits[net.head] = head_bits

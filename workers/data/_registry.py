@@ -72,9 +72,7 @@ def get_dataset(name: str) -> DatasetInfo:
     try:
         return _DATASETS[name]
     except KeyError:
-        raise UnknownDatasetError(
-            f"unknown dataset {name!r}; known: {sorted(_DATASETS)}"
-        ) from None
+        raise UnknownDatasetError(f"unknown dataset {name!r}; known: {sorted(_DATASETS)}") from None
 
 
 def list_datasets() -> list[DatasetInfo]:

@@ -80,7 +80,9 @@ def probe_latency(
         ProbeError: lowering, compilation or execution failed, or the profile is not local.
     """
     if not profile.is_local:
-        raise ProbeError(f"profile {profile.name!r} measures via {profile.measure.via!r}: not yet supported")
+        raise ProbeError(
+            f"profile {profile.name!r} measures via {profile.measure.via!r}: not yet supported"
+        )
     tvm = _tvm()
     from tvm import relax
 

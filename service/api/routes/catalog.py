@@ -42,8 +42,12 @@ def get_spaces() -> dict[str, Any]:
 def get_datasets() -> dict[str, Any]:
     """Datasets a job may name."""
     data = [
-        {"name": d.name, "description": d.description, "input_shape": list(d.input_shape),
-         "num_classes": d.num_classes}
+        {
+            "name": d.name,
+            "description": d.description,
+            "input_shape": list(d.input_shape),
+            "num_classes": d.num_classes,
+        }
         for d in list_datasets()
     ]
     return {"data": data, "count": len(data)}

@@ -92,7 +92,9 @@ def cancel_job(job_id: int, session: SessionDep) -> JobPublic:
     """Cancel a job: queued ones at once, running ones after their in-flight trials are stopped."""
     job = _job_or_404(session, job_id)
     if job.status not in (JobStatus.queued, JobStatus.running, JobStatus.cancelling):
-        raise HTTPException(status_code=409, detail=f"job {job_id} already ended ({job.status.value})")
+        raise HTTPException(
+            status_code=409, detail=f"job {job_id} already ended ({job.status.value})"
+        )
     return to_public(crud.request_cancel(session=session, job=job))
 
 
@@ -111,7 +113,7 @@ def list_trials(
 
 @router.get("/{job_id}/pareto")
 def get_pareto(job_id: int, session: SessionDep, settings: SettingsDep) -> ParetoPublic:
-    """Non-dominated COMPLETE trials (accuracy is the validation objective; test accuracy beside it)."""
+    """Non-dominated COMPLETE trials (accuracy: validation objective; test accuracy beside it)."""
     import optuna
 
     from service.scheduler.study import load_study

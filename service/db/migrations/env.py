@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from service.db.base import VERSION_TABLE, Base
 from service.db import models  # noqa: F401  (registers the tables)
+from service.db.base import VERSION_TABLE, Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,0 +1,104 @@
+"""The worker pipeline end to end on a tiny MLP: metrics, bundle files, parent cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from workers.data import load_splits
+from workers.evaluate import evaluate_candidate
+
+RECIPE = {"epochs": 3, "finetune_epochs": 1, "seed": 0}
+
+
+def _candidate(wbits: int, prune: float, rank: float) -> dict[str, Any]:
+    return {
+        "space": "mlp_small",
+        "family": "mlp",
+        "input_shape": [64],
+        "num_classes": 10,
+        "layers": [{"width": 32, "wbits": wbits, "prune": prune, "rank": rank}],
+        "head_wbits": 8,
+    }
+
+
+def _spec(tmp_path: Path, bundle: str, profiles: list[str]) -> dict[str, Any]:
+    return {
+        "dataset": "digits",
+        "profiles": profiles,
+        "bundle_dir": str(tmp_path / bundle),
+        "cache_dir": str(tmp_path / "parents"),
+        "split_seed": 0,
+        "threads": 1,
+        "recipe": RECIPE,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Any:
+    n = torch.get_num_threads()  # evaluate_candidate sets the process-wide thread count
+    yield
+    torch.set_num_threads(n)
+
+
+def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
+    cand = _candidate(wbits=4, prune=0.25, rank=1.0)
+    result = evaluate_candidate(cand, _spec(tmp_path, "a", ["x86/local"]))
+    json.dumps(result)  # JSON-ready: it crosses a Ray task boundary
+
+    m = result["metrics"]
+    assert 0 < m["accuracy"] <= 1 and 0 < m["test_accuracy"] <= 1
+    assert 0 < m["parent_accuracy"] <= 1
+    assert m["size_bytes"] > 0 and m["params"] > 0
+    assert set(m["latency_ms"]) == {"x86/local"} and m["latency_ms"]["x86/local"] > 0
+    assert result["latency"]["x86/local"]["max_abs_err"] < 1e-4
+    assert result["parent_cache_hit"] is False
+
+    bundle = Path(result["bundle_dir"])
+    assert bundle == tmp_path / "a"
+    for name in (
+        "model.onnx",
+        "model.pt",
+        "card.json",
+        "weights.packed.safetensors",
+        "tvm/x86_local.so",
+    ):
+        assert (bundle / name).is_file(), name
+    packed = load_file(str(bundle / "weights.packed.safetensors"))
+    assert m["size_bytes"] == sum(int(a.nbytes) for a in packed.values())
+    assert "blocks.0.layer.weight.packed" in packed  # 4-bit layer stored packed
+    assert packed["blocks.0.layer.weight.packed"].size == 24 * 64 // 2  # 32 - 25% = 24 rows
+
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    scripted = torch.jit.load(str(bundle / "model.pt"))
+    with torch.no_grad():
+        ref = scripted(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_out,) = sess.run(["logits"], {"input": x})
+    assert onnx_out.shape == (4, 10)
+    np.testing.assert_allclose(onnx_out, ref, atol=1e-4, rtol=0)
+
+    card = json.loads((bundle / "card.json").read_text())
+    assert card["schema_version"] == 1
+    assert card["candidate"]["layers"][0]["wbits"] == 4
+    assert card["metrics"]["size_bytes"] == m["size_bytes"]
+    test_idx = card["data"]["test_indices"]
+    splits = load_splits("digits", 0)
+    assert splits.test.index is not None
+    assert test_idx == splits.test.index.tolist()
+    assert card["data"]["sizes"]["test"] == len(test_idx)
+    assert card["files"]["tvm"] == {"x86/local": "tvm/x86_local.so"}
+
+    # Same architecture, other compression: the trained parent comes from the cache.
+    other = evaluate_candidate(_candidate(wbits=8, prune=0.5, rank=0.5), _spec(tmp_path, "b", []))
+    assert other["parent_cache_hit"] is True
+    assert other["metrics"]["parent_accuracy"] == m["parent_accuracy"]
+    assert other["metrics"]["latency_ms"] == {}
+    assert len(list((tmp_path / "parents").glob("*.safetensors"))) == 1
