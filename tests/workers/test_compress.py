@@ -27,7 +27,7 @@ from workers.compress import (
     unpack_levels,
     write_packed,
 )
-from workers.models import ConvBlock, DenseBlock, Net, build_model, count_params
+from workers.models import ConvBlock, Net, build_model, count_params
 
 
 def _layers(*widths: int) -> tuple[LayerChoice, ...]:
@@ -476,8 +476,3 @@ def test_packed_size_tracks_pruning() -> None:
     dense = _net(MLP)
     pruned = prune_model(_net(MLP), [0.5, 0.5])
     assert packed_size(pruned, [8, 8], 8) < packed_size(dense, [8, 8], 8)
-
-
-def test_blocks_are_conv_or_dense() -> None:
-    assert all(isinstance(b, ConvBlock) for b in _net(CNN).blocks)
-    assert all(isinstance(b, DenseBlock) for b in _net(MLP).blocks)

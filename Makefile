@@ -1,0 +1,46 @@
+# hwnas: `make demo` and `make test` do all set-up on a fresh machine (venv, pinned deps, system
+# packages, data). Other targets: lint, test-fast, test-slow, serve, dashboard, clean.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup demo test test-fast test-slow lint serve dashboard clean
+
+$(STAMP): pyproject.toml
+	bash scripts/setup-system.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP)
+
+demo: setup  ## the main job end to end on the embedded default (SQLite + local Ray + x86 CPU)
+	$(PY) examples/demo.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: setup lint  ## lint + every test (fast and slow); PostgreSQL tests on a private server
+	bash scripts/with-postgres.sh $(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	bash scripts/with-postgres.sh $(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
+
+serve: setup
+	$(VENV)/bin/hwnas serve
+
+dashboard: setup
+	$(VENV)/bin/hwnas dashboard
+
+clean:
+	rm -rf hwnas-data hwnas-out .pytest_cache .mypy_cache .ruff_cache
