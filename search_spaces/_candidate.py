@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -50,7 +50,9 @@ class Candidate(BaseModel):
     schema_version: int = SCHEMA_VERSION
     space: str
     family: Literal["cnn", "mlp"]
-    input_shape: tuple[int, ...] = Field(min_length=1, max_length=3)
+    input_shape: tuple[Annotated[int, Field(ge=1, le=65_536)], ...] = Field(
+        min_length=1, max_length=3
+    )
     num_classes: int = Field(ge=2, le=10_000)
     kernel: int = Field(default=3, ge=1, le=7)
     layers: tuple[LayerChoice, ...] = Field(min_length=1, max_length=16)
@@ -96,8 +98,12 @@ class Candidate(BaseModel):
         return _digest(self.arch_dict())
 
     def structural_hash(self) -> str:
-        """Hash of everything that shapes the compressed model (not the space name)."""
-        return _digest(self.model_dump(mode="json", exclude={"space"}))
+        """Hash of everything that shapes the compressed model (not the space name).
+
+        MLPs have no convolution, so their ``kernel`` field is left out.
+        """
+        exclude = {"space"} if self.family == "cnn" else {"space", "kernel"}
+        return _digest(self.model_dump(mode="json", exclude=exclude))
 
     def summary(self) -> str:
         """One short line for tables: ``cnn k3 [32/8b/p.25/r.5, ...]``."""

@@ -158,12 +158,6 @@ def test_prune_rejects_wrong_ratio_count_and_factorized_layers() -> None:
         prune_model(net, [0.5, 0.0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prune_model builds new BatchNorm modules in training mode inside an eval-mode net: "
-    "the pruned model then normalises with batch statistics (a sample's output depends on the "
-    "rest of its batch) and overwrites its running stats on every forward",
-)
 def test_pruned_eval_model_stays_in_eval_mode() -> None:
     net = _net(CNN)
     _randomize_bn(net)

@@ -131,8 +131,9 @@ def test_fashion_mnist_sizes() -> None:
 def test_fashion_mnist_missing_says_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if any((Path(d) / "t10k-labels-idx1-ubyte.gz").is_file() for d in FASHION_DIRS):
-        pytest.skip("Fashion-MNIST is installed system-wide")
+    import workers.data._builtin as builtin
+
+    monkeypatch.setattr(builtin, "FASHION_DIRS", (str(tmp_path / "nowhere"),))
     monkeypatch.setenv("HWNAS_DATA_DIR", str(tmp_path))  # an empty folder
     with pytest.raises(DatasetUnavailableError, match="apt-get install dataset-fashion-mnist"):
         load_splits("fashion_mnist", seed=0)

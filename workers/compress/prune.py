@@ -66,6 +66,7 @@ def _slice_out(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
         new = nn.Linear(layer.in_features, len(keep), bias=bias is not None)
     else:
         raise TypeError(f"cannot prune {type(layer).__name__}")
+    new.train(layer.training)  # the replacement keeps the net's mode
     with torch.no_grad():
         new.weight.copy_(w[keep])
         if bias is not None and new.bias is not None:
@@ -83,6 +84,7 @@ def _slice_in(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
         new = nn.Linear(len(keep), layer.out_features, bias=bias is not None)
     else:
         raise TypeError(f"cannot resize {type(layer).__name__}")
+    new.train(layer.training)
     with torch.no_grad():
         new.weight.copy_(w[:, keep])
         if bias is not None and new.bias is not None:
@@ -91,7 +93,7 @@ def _slice_in(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
 
 
 def _slice_bn(bn: nn.BatchNorm2d | nn.BatchNorm1d, keep: torch.Tensor) -> nn.Module:
-    new = type(bn)(len(keep), eps=bn.eps, momentum=bn.momentum)
+    new = type(bn)(len(keep), eps=bn.eps, momentum=bn.momentum).train(bn.training)
     assert bn.weight is not None and bn.bias is not None
     assert new.weight is not None and new.bias is not None
     with torch.no_grad():
