@@ -1,7 +1,15 @@
 """Candidates and search spaces (pure Python + pydantic: no torch, tvm, ray or sqlalchemy)."""
 
-from search_spaces import _small  # noqa: F401  (registers the built-in spaces)
-from search_spaces._candidate import SCHEMA_VERSION, WEIGHT_BITS, Candidate, LayerChoice
+from search_spaces import _joint, _small  # noqa: F401  (register the built-in spaces)
+from search_spaces._candidate import (
+    ACT_BITS,
+    FAMILIES,
+    SCHEMA_VERSION,
+    WEIGHT_BITS,
+    Candidate,
+    Compression,
+    Stage,
+)
 from search_spaces._errors import (
     DuplicateSpaceError,
     HwnasError,
@@ -18,7 +26,10 @@ __all__ = [
     "Dimension",
     "DuplicateSpaceError",
     "HwnasError",
-    "LayerChoice",
+    "ACT_BITS",
+    "Compression",
+    "FAMILIES",
+    "Stage",
     "SchemaVersionError",
     "SearchSpace",
     "SpaceContext",

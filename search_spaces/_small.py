@@ -1,8 +1,8 @@
 """Small joint spaces: a plain CNN and an MLP, per-layer bits x prune x rank.
 
-These are the walking-skeleton spaces (sized for sklearn's digits and Fashion-MNIST on two
-cores). Parameter names are ``<family>.depth``, ``<family>.layer<i>.width`` and so on, so the
-dashboard groups them per family and layer.
+Sized for sklearn's digits and Fashion-MNIST on two cores. Each layer is a stage of depth 1.
+Parameter names are ``<family>.depth``, ``<family>.layer<i>.width`` and so on, so the dashboard
+groups them per family and layer.
 """
 
 from __future__ import annotations
@@ -10,16 +10,22 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from search_spaces._candidate import Candidate, LayerChoice
+from search_spaces._candidate import Candidate, Stage
 from search_spaces._registry import register_space
 from search_spaces._space import Dimension, SearchSpace, SpaceContext, TrialLike
 
-_COMMON = [
+COMMON = [
     Dimension(
         name="wbits",
         allowed=(2, 4, 8, 16, 32),
         default=(4, 8, 32),
         description="weight bits per layer (32 = float)",
+    ),
+    Dimension(
+        name="abits",
+        allowed=(8, 16, 32),
+        default=(32,),
+        description="activation bits at each layer's input (32 = float)",
     ),
     Dimension(
         name="prune",
@@ -43,13 +49,20 @@ def _sample_family(space: SearchSpace, trial: TrialLike, family: str, prefix: st
     kernel = (
         int(trial.suggest_categorical(f"{prefix}kernel", c["kernel"])) if family == "cnn" else 3
     )
-    layers = []
+    size = min(space.context.input_shape[1:]) if family == "cnn" else 0
+    stages = []
     for i in range(depth):
         p = f"{prefix}layer{i}."
-        layers.append(
-            LayerChoice(
+        stride = 1
+        if family == "cnn" and i < 2 and size >= 4:  # pool after the first two layers
+            stride, size = 2, size // 2
+        stages.append(
+            Stage(
                 width=int(trial.suggest_categorical(p + "width", c["width"])),
+                kernel=kernel,
+                stride=stride,
                 wbits=int(trial.suggest_categorical(p + "wbits", c["wbits"])),
+                abits=int(trial.suggest_categorical(p + "abits", c["abits"])),
                 prune=float(trial.suggest_categorical(p + "prune", c["prune"])),
                 rank=float(trial.suggest_categorical(p + "rank", c["rank"])),
             )
@@ -62,13 +75,12 @@ def _sample_family(space: SearchSpace, trial: TrialLike, family: str, prefix: st
         family=family,  # type: ignore[arg-type]
         input_shape=shape,
         num_classes=space.context.num_classes,
-        kernel=kernel,
-        layers=tuple(layers),
+        stages=tuple(stages),
         head_wbits=int(trial.suggest_categorical(f"{prefix}head.wbits", c["head_wbits"])),
     )
 
 
-def _needs_image(name: str, context: SpaceContext) -> None:
+def needs_image(name: str, context: SpaceContext) -> None:
     if len(context.input_shape) != 3:
         raise ValueError(
             f"space {name!r} needs image data (C, H, W); the dataset gives {context.input_shape}"
@@ -77,7 +89,7 @@ def _needs_image(name: str, context: SpaceContext) -> None:
 
 @register_space("cnn_small")
 class CnnSmall(SearchSpace):
-    """Plain CNN: depth conv3x3/5x5 + BN + ReLU blocks (pool after the first two), GAP, linear."""
+    """Plain CNN: depth conv3x3/5x5 + BN + ReLU layers (pool after the first two), GAP, linear."""
 
     description: ClassVar[str] = __doc__ or ""
 
@@ -85,21 +97,21 @@ class CnnSmall(SearchSpace):
     def dimensions(cls) -> list[Dimension]:
         return [
             Dimension(
-                name="depth", allowed=(1, 2, 3, 4), default=(2, 3), description="conv blocks"
+                name="depth", allowed=(1, 2, 3, 4), default=(2, 3), description="conv layers"
             ),
             Dimension(
                 name="width",
                 allowed=(8, 16, 24, 32, 48, 64, 96, 128),
                 default=(16, 32, 64),
-                description="output channels per block",
+                description="output channels per layer",
             ),
             Dimension(name="kernel", allowed=(3, 5), default=(3,), description="conv kernel size"),
-            *_COMMON,
+            *COMMON,
         ]
 
     @classmethod
     def check_context(cls, context: SpaceContext) -> None:
-        _needs_image(cls.name, context)
+        needs_image(cls.name, context)
 
     def sample(self, trial: TrialLike) -> Candidate:
         return _sample_family(self, trial, "cnn", "")
@@ -121,7 +133,7 @@ class MlpSmall(SearchSpace):
                 default=(32, 64, 128, 256),
                 description="features per hidden layer",
             ),
-            *_COMMON,
+            *COMMON,
         ]
 
     def sample(self, trial: TrialLike) -> Candidate:
@@ -137,24 +149,21 @@ class SmallJoint(SearchSpace):
     @classmethod
     def dimensions(cls) -> list[Dimension]:
         fam = Dimension(name="family", allowed=("cnn", "mlp"), default=("cnn", "mlp"))
-        cnn = {d.name: d for d in CnnSmall.dimensions()}
-        mlp = {d.name: d for d in MlpSmall.dimensions()}
         arch = [
             d.model_copy(update={"name": f"{fam_name}.{d.name}"})
-            for fam_name, dims in (("cnn", cnn), ("mlp", mlp))
-            for d in dims.values()
+            for fam_name, space in (("cnn", CnnSmall), ("mlp", MlpSmall))
+            for d in space.dimensions()
             if d.name in ("depth", "width", "kernel")
         ]
-        return [fam, *arch, *_COMMON]
+        return [fam, *arch, *COMMON]
 
     @classmethod
     def check_context(cls, context: SpaceContext) -> None:
-        _needs_image(cls.name, context)
+        needs_image(cls.name, context)
 
     def sample(self, trial: TrialLike) -> Candidate:
         family = str(trial.suggest_categorical("family", self.choices["family"]))
-        view = _FamilyView(self, family)
-        return _sample_family(view, trial, family, f"{family}.")
+        return _sample_family(_FamilyView(self, family), trial, family, f"{family}.")
 
 
 class _FamilyView(SearchSpace):

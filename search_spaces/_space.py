@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,9 +50,13 @@ class SearchSpace(ABC):
     description: ClassVar[str]
 
     def __init__(
-        self, context: SpaceContext, overrides: Mapping[str, Sequence[Any]] | None = None
+        self,
+        context: SpaceContext,
+        overrides: Mapping[str, Sequence[Any]] | None = None,
+        granularity: Literal["stage", "block"] = "stage",
     ) -> None:
         self.context = context
+        self.granularity = granularity
         self.choices: dict[str, tuple[Any, ...]] = {d.name: d.default for d in self.dimensions()}
         for key, values in (overrides or {}).items():
             self.choices[key] = self.validate_override(key, values)

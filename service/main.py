@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.api.routes import catalog, jobs, models
+from service.api.routes import catalog, datasets, jobs, models
 from service.db.migrate import upgrade
 from service.settings import Settings, get_settings
 
@@ -22,5 +22,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(datasets.router)
     app.include_router(catalog.router)
     return app

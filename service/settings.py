@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     worker_id: str | None = Field(default=None, description="scheduler id (default host:pid)")
     max_upload_bytes: int = Field(default=64 * 2**20, ge=1)
 
+    @property
+    def user_data_dir(self) -> Path:
+        """Where uploaded datasets are stored (under the artifact dir, shared with workers)."""
+        return Path(self.artifact_dir).resolve() / "datasets"
+
 
 @cache
 def get_settings() -> Settings:

@@ -18,19 +18,23 @@ import torch
 from hw_profiles import get_profile
 from search_spaces import Candidate
 from workers.compress import (
+    attach_act_quant,
     attach_fake_quant,
     bake,
+    calibrate,
     factorize_model,
     fold_batchnorm,
     prune_model,
+    quantize_weights,
+    without_act_quant,
     write_packed,
 )
-from workers.data import Splits, load_splits
+from workers.data import Split, Splits, load_splits
 from workers.export import export_onnx, export_torchscript, write_card
-from workers.models import Net, count_params, example_input
+from workers.models import Net, count_params, example_input, spec_of, weight_layers
 from workers.parents import trained_parent
 from workers.probe import probe_latency
-from workers.train import Recipe, accuracy, fit
+from workers.train import Recipe, accuracy, batches, fit, subset
 
 
 @dataclass(frozen=True)
@@ -42,23 +46,53 @@ class EvalSpec:
     bundle_dir: str
     cache_dir: str
     split_seed: int = 0
+    user_dir: str | None = None
     threads: int = 1
     recipe: dict[str, Any] = field(default_factory=dict)
 
 
 @cache
-def _splits(dataset: str, seed: int) -> Splits:
-    return load_splits(dataset, seed)
+def _splits(dataset: str, seed: int, user_dir: str | None) -> Splits:
+    return load_splits(dataset, seed, Path(user_dir) if user_dir else None)
 
 
-def compress(parent: Net, candidate: Candidate) -> Net:
-    """prune -> fold BN -> factorize -> attach weight fake-quant (QAT), on a copy of ``parent``."""
+def compress(parent: Net, train: Split, recipe: Recipe) -> tuple[Net, dict[str, Any]]:
+    """prune -> factorize -> fine-tune (KD) -> fold BN -> quantize (PTQ or QAT), on a copy.
+
+    The compression choices come from the ``hw`` annotations and channel groups the builder
+    put on ``parent``; ``recipe`` says how (criteria, observers, epochs).
+    """
     child = copy.deepcopy(parent).eval()
-    prune_model(child, [layer.prune for layer in candidate.layers])
+    teacher = parent if recipe.kd else None
+    ft = subset(train, recipe.train_subset, recipe.seed)
+    info: dict[str, Any] = {}
+
+    def finetune(net: Net, epochs: int = 1) -> None:
+        fit(net, ft, epochs=epochs, recipe=recipe, teacher=teacher, lr=recipe.finetune_lr)
+
+    prune_model(
+        child,
+        recipe.prune_criterion,  # type: ignore[arg-type]
+        steps=recipe.prune_steps,
+        batches=lambda: batches(ft, recipe.batch_size, 8, recipe.seed),
+        finetune=finetune,
+    )
+    factorize_model(child, conv_method=recipe.conv_decomposition, energy=recipe.rank_energy)  # type: ignore[arg-type]
+    finetune(child, recipe.finetune_epochs)
     fold_batchnorm(child)
-    factorize_model(child, [layer.rank for layer in candidate.layers])
-    attach_fake_quant(child, [layer.wbits for layer in candidate.layers], candidate.head_wbits)
-    return child
+    info["act_quantizers"] = len(attach_act_quant(child, recipe.act_observer))  # type: ignore[arg-type]
+    if info["act_quantizers"]:
+        calibrate(child, [x for x, _ in batches(ft, recipe.batch_size, recipe.calib_batches, 1)])
+    low_bits = any(spec_of(m).wbits < 8 for _, m in weight_layers(child))
+    qat = recipe.quant == "qat" or (recipe.quant == "auto" and low_bits)
+    if qat:
+        attach_fake_quant(child)
+        finetune(child, recipe.qat_epochs)
+        bake(child)
+    else:
+        quantize_weights(child, recipe.weight_observer)
+    info["quantization"] = "qat" if qat else "ptq"
+    return child.eval(), info
 
 
 def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +110,7 @@ def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[
     timings: dict[str, float] = {}
     t = time.perf_counter()
 
-    data = _splits(s.dataset, s.split_seed)
+    data = _splits(s.dataset, s.split_seed, s.user_dir)
     parent, hit = trained_parent(
         cand,
         dataset=s.dataset,
@@ -87,28 +121,27 @@ def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[
     )
     timings["parent_s"], t = time.perf_counter() - t, time.perf_counter()
 
-    child = compress(parent, cand)
-    fit(child, data.train, epochs=recipe.finetune_epochs, recipe=recipe, teacher=parent)
-    bake(child)
+    child, info = compress(parent, data.train, recipe)
     timings["compress_s"], t = time.perf_counter() - t, time.perf_counter()
 
     bundle = Path(s.bundle_dir)
     bundle.mkdir(parents=True, exist_ok=True)
-    block_bits = [layer.wbits for layer in cand.layers]
-    size = write_packed(bundle / "weights.packed.safetensors", child, block_bits, cand.head_wbits)
+    size = write_packed(bundle / "weights.packed.safetensors", child)
     metrics: dict[str, Any] = {
         "accuracy": accuracy(child, data.val),
         "test_accuracy": accuracy(child, data.test),
         "parent_accuracy": accuracy(parent, data.val),
         "size_bytes": size,
         "params": count_params(child),
+        "quantization": info["quantization"],
     }
     timings["evaluate_s"], t = time.perf_counter() - t, time.perf_counter()
 
     example = example_input(cand)
+    float_graph = without_act_quant(child)  # this probe lowers float ops (see its docstring)
     latency = {
         name: probe_latency(
-            child,
+            float_graph,
             example,
             get_profile(name),
             library_path=bundle / "tvm" / f"{name.replace('/', '_')}.so",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 from pathlib import Path
@@ -20,9 +21,16 @@ def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> N
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """ONNX (opset 17) with a dynamic batch dimension; input ``input``, output ``logits``."""
+    """ONNX (opset 17) with a dynamic batch dimension; input ``input``, output ``logits``.
+
+    8-bit weights and activations appear as QuantizeLinear / DequantizeLinear pairs (QDQ), so
+    runtimes that fuse QDQ run them as int8; other bit-widths are stored as their float values.
+    """
+    from workers.compress.quantize import qdq_weights
+
+    qdq = qdq_weights(copy.deepcopy(model)).eval()  # type: ignore[arg-type]
     torch.onnx.export(
-        model.eval(),
+        qdq,
         (example,),
         str(path),
         dynamo=False,

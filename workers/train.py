@@ -14,14 +14,27 @@ from workers.data import Split
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a dense parent is trained and a compressed child fine-tuned."""
+    """How a dense parent is trained and a compressed child fine-tuned (see service Training)."""
 
     epochs: int = 20
     finetune_epochs: int = 5
     batch_size: int = 64
     lr: float = 3e-3
+    finetune_lr: float = 1e-3
+    kd: bool = True
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
+    feature_kd: float = 0.0
+    prune_criterion: str = "l1"
+    prune_steps: int = 1
+    conv_decomposition: str = "tucker2"
+    rank_energy: float | None = None
+    quant: str = "auto"
+    qat_epochs: int = 2
+    act_observer: str = "minmax"
+    weight_observer: str = "minmax"
+    calib_batches: int = 16
+    train_subset: int | None = None
     seed: int = 0
 
     def parent_part(self) -> dict[str, object]:
@@ -48,17 +61,29 @@ def fit(
     epochs: int,
     recipe: Recipe,
     teacher: nn.Module | None = None,
+    lr: float | None = None,
 ) -> float:
     """Train ``model`` with Adam + cosine decay; distil from ``teacher`` when given.
 
-    The KD loss is ``(1 - a) * CE + a * T^2 * KL(softmax(t / T) || softmax(s / T))``.
-    Returns the last epoch's mean loss.
+    Logit KD: ``(1 - a) * CE + a * T^2 * KL(softmax(t / T) || softmax(s / T))``; with
+    ``recipe.feature_kd`` > 0, plus that weight times the MSE between the teacher's penultimate
+    features and a learned linear map of the student's. Returns the last epoch's mean loss.
     """
     if epochs <= 0:
         return float("nan")
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    adapter: nn.Linear | None = None
+    params = list(model.parameters())
+    use_feat = teacher is not None and recipe.feature_kd > 0 and hasattr(model, "features")
+    if use_feat:
+        assert teacher is not None
+        x0 = torch.from_numpy(data.x[:2])
+        with torch.no_grad():
+            s_dim, t_dim = model.features(x0).shape[1], teacher.features(x0).shape[1]  # type: ignore[operator]
+        adapter = nn.Linear(s_dim, t_dim)
+        params += list(adapter.parameters())
+    opt = torch.optim.Adam(params, lr=lr or recipe.lr)
     steps = epochs * -(-len(data) // recipe.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     if teacher is not None:
@@ -68,23 +93,52 @@ def fit(
     for _ in range(epochs):
         total, n = 0.0, 0
         for x, y in _batches(data, recipe.batch_size, rng):
-            logits = model(x)
+            if use_feat and adapter is not None:
+                feats = model.features(x)  # type: ignore[operator]
+                logits = model.head(feats)  # type: ignore[operator]
+            else:
+                logits = model(x)
             loss = F.cross_entropy(logits, y)
             if teacher is not None:
                 t = recipe.kd_temperature
                 with torch.no_grad():
-                    soft = F.softmax(teacher(x) / t, dim=1)
+                    t_feats = teacher.features(x) if use_feat else None  # type: ignore[operator]
+                    t_logits = teacher.head(t_feats) if use_feat else teacher(x)  # type: ignore[operator]
+                soft = F.softmax(t_logits / t, dim=1)
                 kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean")
                 loss = (1 - recipe.kd_alpha) * loss + recipe.kd_alpha * t * t * kd
+                if use_feat and adapter is not None and t_feats is not None:
+                    loss = loss + recipe.feature_kd * F.mse_loss(adapter(feats), t_feats)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             n += len(y)
         mean_loss = total / max(n, 1)
     model.eval()
     return mean_loss
+
+
+def batches(
+    data: Split, batch_size: int, count: int, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` shuffled batches of ``data`` (calibration, Taylor scores)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for xb in _batches(data, batch_size, rng):
+        out.append(xb)
+        if len(out) >= count:
+            break
+    return out
+
+
+def subset(data: Split, n: int | None, seed: int = 0) -> Split:
+    """A fixed random subset of ``n`` rows (all of ``data`` when n is None or larger)."""
+    if n is None or n >= len(data):
+        return data
+    idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
+    return Split(data.x[idx], data.y[idx], None if data.index is None else data.index[idx])
 
 
 @torch.no_grad()

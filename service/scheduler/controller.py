@@ -83,10 +83,11 @@ class JobController:
         url = self.settings.database_url
         study = open_study(url, self.job_id, spec)
         self._fail_interrupted(study)
-        ds = get_dataset(spec.dataset)
+        ds = get_dataset(spec.dataset, self.settings.user_data_dir)
         space = get_space(spec.space)(
             SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes),
             spec.space_overrides,
+            spec.granularity,
         )
         max_failed = (
             spec.budget.max_failed if spec.budget.max_failed is not None else spec.budget.trials
@@ -148,6 +149,7 @@ class JobController:
         worker_spec = {
             "dataset": spec.dataset,
             "split_seed": spec.split_seed,
+            "user_dir": str(self.settings.user_data_dir),
             "profiles": spec.profiles,
             "bundle_dir": str(bundle),
             "cache_dir": str(Path(self.settings.artifact_dir).resolve() / "parents"),

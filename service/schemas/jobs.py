@@ -28,14 +28,35 @@ class Budget(BaseModel):
 
 
 class Training(BaseModel):
+    """How parents are trained and candidates compressed (defaults suit digits on 2 cores)."""
+
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(default=20, ge=1, le=500, description="dense parent training epochs")
-    finetune_epochs: int = Field(default=5, ge=0, le=500, description="KD/QAT fine-tune epochs")
+    finetune_epochs: int = Field(default=5, ge=0, le=500, description="KD fine-tune epochs")
     batch_size: int = Field(default=64, ge=1, le=4096)
     lr: float = Field(default=3e-3, gt=0, le=1)
+    finetune_lr: float = Field(default=1e-3, gt=0, le=1)
+    kd: bool = Field(default=True, description="distil from the dense parent while fine-tuning")
     kd_alpha: float = Field(default=0.5, ge=0, le=1)
     kd_temperature: float = Field(default=4.0, gt=0, le=100)
+    feature_kd: float = Field(default=0.0, ge=0, le=100, description="feature-KD loss weight")
+    prune_criterion: Literal["l1", "bn_gamma", "taylor"] = "l1"
+    prune_steps: int = Field(default=1, ge=1, le=10, description="1 = one-shot; k = iterative")
+    conv_decomposition: Literal["tucker2", "svd"] = "tucker2"
+    rank_energy: float | None = Field(
+        default=None, gt=0, le=1, description="automatic rank keeping this spectral energy"
+    )
+    quant: Literal["auto", "ptq", "qat"] = Field(
+        default="auto", description="auto: PTQ when every weight has >= 8 bits, else QAT"
+    )
+    qat_epochs: int = Field(default=2, ge=0, le=100)
+    act_observer: Literal["minmax", "percentile", "mse"] = "minmax"
+    weight_observer: Literal["minmax", "mse"] = "minmax"
+    calib_batches: int = Field(default=16, ge=1, le=1000)
+    train_subset: int | None = Field(
+        default=None, ge=100, le=10_000_000, description="fine-tune on this many training rows"
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
@@ -63,6 +84,9 @@ class JobCreate(BaseModel):
     split_seed: int = Field(default=0, ge=0, le=2**31 - 1)
     space: str = Field(examples=["small_joint"])
     space_overrides: dict[str, list[Any]] = Field(default_factory=dict)
+    granularity: Literal["stage", "block"] = Field(
+        default="stage", description="compression choices per stage, or per block"
+    )
     profiles: list[str] = Field(min_length=1, max_length=16, examples=[["x86/local"]])
     objectives: list[str] = Field(
         default_factory=lambda: ["accuracy", "latency", "size"],
@@ -78,6 +102,8 @@ class JobCreate(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
+        if v.startswith("user/"):  # uploaded: checked against the store by the route
+            return v
         try:
             get_dataset(v)
         except UnknownDatasetError as e:
@@ -91,7 +117,7 @@ class JobCreate(BaseModel):
             space = get_space(v)
         except UnknownSpaceError as e:
             raise ValueError(str(e)) from None
-        if "dataset" in info.data:
+        if "dataset" in info.data and not info.data["dataset"].startswith("user/"):
             ds = get_dataset(info.data["dataset"])
             space.check_context(
                 SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)

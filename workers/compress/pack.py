@@ -2,7 +2,8 @@
 
 Quantized weights are stored as integer levels packed LSB-first into bytes (2/4 bits share
 bytes; 8 bits one byte each), with float32 per-channel scales; 16-bit weights as float16;
-32-bit as float32; biases as float32.
+32-bit as float32; biases as float32; each activation quantizer adds its scale (float32) and
+zero point (int32).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import torch
 from numpy.typing import NDArray
 from safetensors.numpy import save_file
 
-from workers.compress.quantize import layer_bits, quantize_int
-from workers.models import Net
+from workers.compress.quantize import ActQuant, quantize_int
+from workers.models import Net, spec_of, weight_layers
 
 
 def pack_levels(q: NDArray[np.int32], bits: int) -> NDArray[np.uint8]:
@@ -44,16 +45,12 @@ def unpack_levels(packed: NDArray[np.uint8], bits: int, count: int) -> NDArray[n
     return np.where(vals >= 1 << (bits - 1), vals - (1 << bits), vals).astype(np.int32)
 
 
-def packed_tensors(
-    net: Net, block_bits: list[int], head_bits: int
-) -> tuple[dict[str, np.ndarray], dict[str, dict[str, object]]]:
-    """The arrays a deployed model needs, and per-tensor metadata (bits, shape)."""
-    bits_of = layer_bits(net, block_bits, head_bits)
-    names = {m: n for n, m in net.named_modules()}
+def packed_tensors(net: Net) -> tuple[dict[str, np.ndarray], dict[str, dict[str, object]]]:
+    """The arrays a deployed model needs, and per-layer metadata (bits, shape)."""
     tensors: dict[str, np.ndarray] = {}
     meta: dict[str, dict[str, object]] = {}
-    for layer, bits in bits_of.items():
-        name = names[layer]
+    for name, layer in weight_layers(net):
+        bits = spec_of(layer).wbits
         w = layer.weight.detach().to(torch.float32)
         if bits >= 32:
             tensors[f"{name}.weight"] = w.numpy()
@@ -65,22 +62,26 @@ def packed_tensors(
             tensors[f"{name}.weight.scale"] = scale.numpy().astype(np.float32)
         if layer.bias is not None:
             tensors[f"{name}.bias"] = layer.bias.detach().to(torch.float32).numpy()
-        meta[name] = {"bits": bits, "shape": list(w.shape)}
+        meta[name] = {"bits": bits, "abits": spec_of(layer).abits, "shape": list(w.shape)}
+    for name, m in net.named_modules():
+        if isinstance(m, ActQuant) and m.ready:
+            tensors[f"{name}.scale"] = np.asarray([m.scale], np.float32)
+            tensors[f"{name}.zero_point"] = np.asarray([m.zero_point], np.int32)
     return tensors, meta
 
 
-def write_packed(path: Path, net: Net, block_bits: list[int], head_bits: int) -> int:
+def write_packed(path: Path, net: Net) -> int:
     """Write the packed weights to ``path`` (safetensors); return the payload bytes.
 
-    The payload is the sum of the stored arrays' bytes; the file adds a small JSON header
-    (tensor names, dtypes, shapes and the bits of each layer).
+    The payload is the sum of the stored arrays' bytes; the file adds a JSON header (tensor
+    names, dtypes, shapes and each layer's bits).
     """
-    tensors, meta = packed_tensors(net, block_bits, head_bits)
+    tensors, meta = packed_tensors(net)
     save_file(tensors, str(path), metadata={"hwnas.layers": json.dumps(meta)})
     return sum(int(a.nbytes) for a in tensors.values())
 
 
-def packed_size(net: Net, block_bits: list[int], head_bits: int) -> int:
+def packed_size(net: Net) -> int:
     """Payload bytes of the packed weights, computed by packing them."""
-    tensors, _ = packed_tensors(net, block_bits, head_bits)
+    tensors, _ = packed_tensors(net)
     return sum(int(a.nbytes) for a in tensors.values())

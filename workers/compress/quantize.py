@@ -1,44 +1,74 @@
-"""Weight quantization: symmetric per-output-channel fake-quant with a straight-through estimator.
+"""Quantization: symmetric per-channel weights, asymmetric per-tensor activations; PTQ and QAT.
 
-QAT attaches a parametrization to each weight, so the forward pass sees quantized weights while
-gradients flow to the float shadow weights. ``bake`` makes the quantized values permanent; the
-deployable model then holds exactly the values that :mod:`workers.compress.pack` stores.
+Weights below 32 bits are integer levels in [-qmax, qmax] times a per-output-channel scale
+(16 bits = float16). Activations with ``abits`` < 32 are fake-quantized at the input of each
+conv / linear (:class:`ActQuant`), their range set by calibration with an observer:
+``minmax``, ``percentile`` (0.01 / 99.99 %) or ``mse`` (the clipping range that minimises
+quantization error on the calibration sample).
+
+- PTQ: :func:`calibrate` activations, then :func:`quantize_weights` (weights rounded in place).
+- QAT: calibrate, :func:`attach_fake_quant` (weights fake-quantized, straight-through
+  estimator), fine-tune, :func:`bake`.
+
+8-bit tensors use ``torch.fake_quantize_*`` ops, which export to ONNX as QuantizeLinear /
+DequantizeLinear (QDQ) pairs; see :func:`qdq_weights`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from workers.models import Net
+from workers.models import Net, set_module, spec_of, weight_layers
+
+Observer = Literal["minmax", "percentile", "mse"]
+OBSERVERS: tuple[Observer, ...] = ("minmax", "percentile", "mse")
+_SAMPLE = 65_536  # activation values kept per quantizer for calibration
 
 
 def qmax(bits: int) -> int:
     return int(2 ** (bits - 1) - 1)
 
 
-def channel_scales(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-output-channel scale so that max |w| maps to the largest integer level."""
+def channel_scales(w: torch.Tensor, bits: int, observer: str = "minmax") -> torch.Tensor:
+    """Per-output-channel scale; ``mse`` searches the clip ratio that minimises the error."""
     amax = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-12)
-    return amax / qmax(bits)
+    if observer != "mse":
+        return amax / qmax(bits)
+    best, best_err = amax / qmax(bits), None
+    flat = w.detach().flatten(1)
+    for ratio in torch.linspace(1.0, 0.3, 15):
+        s = (amax * ratio / qmax(bits))[:, None]
+        err = ((torch.clamp(torch.round(flat / s), -qmax(bits), qmax(bits)) * s - flat) ** 2).sum(1)
+        if best_err is None:
+            best_err = err
+        better = err < best_err
+        best = torch.where(better, s[:, 0], best)
+        best_err = torch.minimum(err, best_err)
+    return best
 
 
-def quantize_int(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer levels (int32 tensor, in [-qmax, qmax]) and per-channel float scales."""
-    scale = channel_scales(w, bits)
+def quantize_int(
+    w: torch.Tensor, bits: int, observer: str = "minmax"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer levels (int32, in [-qmax, qmax]) and per-channel float scales."""
+    scale = channel_scales(w, bits, observer)
     shape = (-1,) + (1,) * (w.dim() - 1)
     q = torch.clamp(torch.round(w / scale.view(shape)), -qmax(bits), qmax(bits))
     return q.to(torch.int32), scale
 
 
-def fake_quant(w: torch.Tensor, bits: int) -> torch.Tensor:
+def fake_quant(w: torch.Tensor, bits: int, observer: str = "minmax") -> torch.Tensor:
     """What a ``bits``-bit weight computes as: int levels x scale (16 bits = float16)."""
     if bits >= 32:
         return w
     if bits == 16:
         return w.to(torch.float16).to(w.dtype)
-    q, scale = quantize_int(w, bits)
+    q, scale = quantize_int(w, bits, observer)
     return q.to(w.dtype) * scale.view((-1,) + (1,) * (w.dim() - 1))
 
 
@@ -51,13 +81,13 @@ class _STEQuant(torch.autograd.Function):
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+        ctx: torch.autograd.function.FunctionCtx, *grads: torch.Tensor
     ) -> tuple[torch.Tensor, None]:
-        return grad, None
+        return grads[0], None
 
 
 class WeightFakeQuant(nn.Module):
-    """Parametrization: forward returns the fake-quantized weight, gradients pass straight."""
+    """Parametrization for QAT: quantized weights forward, gradients straight through."""
 
     def __init__(self, bits: int) -> None:
         super().__init__()
@@ -68,31 +98,161 @@ class WeightFakeQuant(nn.Module):
         return out
 
 
-def weight_layers(module: nn.Module) -> list[nn.Conv2d | nn.Linear]:
-    return [m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+class QDQWeight(nn.Module):
+    """Parametrization for export: an 8-bit weight through fake_quantize_per_channel_affine,
+    which ONNX export turns into QuantizeLinear / DequantizeLinear with axis 0."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        _, scale = quantize_int(w, 8)
+        self.register_buffer("scale", scale.to(torch.float32))
+        self.register_buffer("zero", torch.zeros_like(scale, dtype=torch.int32))
+
+    scale: torch.Tensor
+    zero: torch.Tensor
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        # levels lie in [-127, 127]; ONNX only accepts the full int8 range as the clamp
+        return torch.fake_quantize_per_channel_affine(w, self.scale, self.zero, 0, -128, 127)
 
 
-def layer_bits(net: Net, block_bits: list[int], head_bits: int) -> dict[nn.Conv2d | nn.Linear, int]:
-    """Bits of every weight layer (both factors of a factorized layer share their block's)."""
-    bits: dict[nn.Conv2d | nn.Linear, int] = {}
-    for block, b in zip(net.block_list(), block_bits, strict=True):
-        for layer in weight_layers(block):
-            bits[layer] = b
-    bits[net.head] = head_bits
-    return bits
+class ActQuant(nn.Module):
+    """Asymmetric per-tensor fake-quant of the activations entering a layer."""
+
+    def __init__(self, bits: int, observer: Observer = "minmax") -> None:
+        super().__init__()
+        self.bits, self.observer = bits, observer
+        self.levels = 2**bits - 1
+        self.scale, self.zero_point = 1.0, 0
+        self.calibrating, self.ready = False, False
+        self._samples: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calibrating:
+            flat = x.detach().flatten()
+            step = max(1, flat.numel() // 8192)
+            self._samples.append(flat[::step].clone())
+            return x
+        if not self.ready:
+            return x
+        if self.bits == 8:
+            return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 255)
+        q = torch.clamp(torch.round(x / self.scale) + self.zero_point, 0, self.levels)
+        out = (q - self.zero_point) * self.scale
+        return x + (out - x).detach()  # straight-through
+
+    def finalize(self) -> None:
+        """Set scale / zero point from the calibration sample."""
+        if not self._samples:
+            raise RuntimeError("ActQuant saw no calibration data")
+        v = torch.cat(self._samples)
+        if v.numel() > _SAMPLE:
+            v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:_SAMPLE]]
+        lo, hi = float(v.min()), float(v.max())
+        if self.observer == "percentile":
+            lo, hi = (float(t) for t in torch.quantile(v, torch.tensor([1e-4, 1 - 1e-4])))
+        elif self.observer == "mse":
+            lo, hi = self._mse_range(v, lo, hi)
+        lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero must be exact
+        self.scale = max((hi - lo) / self.levels, 1e-8)
+        self.zero_point = int(min(max(round(-lo / self.scale), 0), self.levels))
+        self._samples, self.calibrating, self.ready = [], False, True
+
+    def _mse_range(self, v: torch.Tensor, lo: float, hi: float) -> tuple[float, float]:
+        best, best_err = (lo, hi), float("inf")
+        for ratio in torch.linspace(1.0, 0.3, 15).tolist():
+            a, b = min(lo * ratio, 0.0), max(hi * ratio, 0.0)
+            s = max((b - a) / self.levels, 1e-8)
+            z = round(-a / s)
+            q = (torch.clamp(torch.round(v / s) + z, 0, self.levels) - z) * s
+            err = float(((q - v) ** 2).mean())
+            if err < best_err:
+                best, best_err = (a, b), err
+        return best
 
 
-def attach_fake_quant(net: Net, block_bits: list[int], head_bits: int) -> Net:
-    """Register weight fake-quant on every layer below 32 bits (QAT), in place."""
-    for layer, bits in layer_bits(net, block_bits, head_bits).items():
+class QuantInput(nn.Module):
+    """``layer(act(x))``: an activation quantizer in front of a conv / linear."""
+
+    def __init__(self, act: ActQuant, layer: nn.Module) -> None:
+        super().__init__()
+        self.act, self.layer = act, layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.layer(self.act(x))
+        return out
+
+
+def attach_act_quant(net: Net, observer: Observer = "minmax") -> list[ActQuant]:
+    """Put an :class:`ActQuant` before every layer whose ``hw.abits`` < 32, in place."""
+    if observer not in OBSERVERS:
+        raise ValueError(f"unknown observer {observer!r}; known: {OBSERVERS}")
+    quants = []
+    for name, layer in weight_layers(net):
+        bits = spec_of(layer).abits
         if bits < 32:
+            q = ActQuant(bits, observer)
+            set_module(net, name, QuantInput(q, layer))
+            quants.append(q)
+    return quants
+
+
+@torch.no_grad()
+def calibrate(net: Net, batches: Iterable[torch.Tensor]) -> int:
+    """Run ``batches`` through ``net`` to set every ActQuant's range; returns their count."""
+    quants = [m for m in net.modules() if isinstance(m, ActQuant)]
+    for q in quants:
+        q.calibrating, q.ready, q._samples = True, False, []
+    net.eval()
+    for x in batches:
+        net(x)
+    for q in quants:
+        q.finalize()
+    return len(quants)
+
+
+@torch.no_grad()
+def quantize_weights(net: Net, observer: str = "minmax") -> Net:
+    """PTQ of weights: round every layer below 32 bits to its grid, in place."""
+    for _, layer in weight_layers(net):
+        bits = spec_of(layer).wbits
+        if bits < 32:
+            layer.weight.copy_(fake_quant(layer.weight, bits, observer))
+    return net
+
+
+def attach_fake_quant(net: Net) -> Net:
+    """QAT: fake-quantize every weight below 32 bits (``hw.wbits``) in the forward pass."""
+    for _, layer in weight_layers(net):
+        bits = spec_of(layer).wbits
+        if bits < 32 and not parametrize.is_parametrized(layer, "weight"):
             parametrize.register_parametrization(layer, "weight", WeightFakeQuant(bits))
     return net
 
 
 def bake(net: Net) -> Net:
     """Remove the parametrizations, keeping the quantized values as the plain weights."""
-    for layer in weight_layers(net):
+    for _, layer in weight_layers(net):
         if parametrize.is_parametrized(layer, "weight"):
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
     return net
+
+
+def qdq_weights(net: Net) -> Net:
+    """For ONNX export: route every (baked) 8-bit weight through a QDQ pair, in place."""
+    for _, layer in weight_layers(net):
+        if spec_of(layer).wbits == 8 and not parametrize.is_parametrized(layer, "weight"):
+            parametrize.register_parametrization(layer, "weight", QDQWeight(layer.weight.detach()))
+    return net
+
+
+def without_act_quant(net: Net) -> Net:
+    """A copy of ``net`` with the activation quantizers removed (the float graph of the same
+    structure and weights), e.g. for a probe that lowers float ops."""
+    import copy
+
+    out = copy.deepcopy(net)
+    for name, m in list(out.named_modules()):
+        if isinstance(m, QuantInput):
+            set_module(out, name, m.layer)
+    return out

@@ -11,8 +11,12 @@ from workers.data._registry import (
     list_datasets,
     load_splits,
 )
+from workers.data._user import DatasetFormatError, save_user_dataset, validate_npz
 
 __all__ = [
+    "DatasetFormatError",
+    "save_user_dataset",
+    "validate_npz",
     "DatasetInfo",
     "DatasetUnavailableError",
     "Split",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,20 +69,28 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
     return info
 
 
-def get_dataset(name: str) -> DatasetInfo:
+def get_dataset(name: str, user_dir: Path | None = None) -> DatasetInfo:
+    """A built-in dataset, or ``user/<name>`` uploaded into ``user_dir``."""
+    if name.startswith("user/") and user_dir is not None:
+        from workers.data._user import user_info
+
+        return user_info(user_dir, name)
     try:
         return _DATASETS[name]
     except KeyError:
-        raise UnknownDatasetError(f"unknown dataset {name!r}; known: {sorted(_DATASETS)}") from None
+        hint = " (uploaded datasets are named user/<name>)" if "/" not in name else ""
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; known: {sorted(_DATASETS)}{hint}"
+        ) from None
 
 
 def list_datasets() -> list[DatasetInfo]:
     return [_DATASETS[k] for k in sorted(_DATASETS)]
 
 
-def load_splits(name: str, seed: int = 0) -> Splits:
+def load_splits(name: str, seed: int = 0, user_dir: Path | None = None) -> Splits:
     """Train/val/test splits of dataset ``name``, identical for the same seed."""
-    return get_dataset(name).loader(seed)
+    return get_dataset(name, user_dir).loader(seed)
 
 
 def stratified_split(

@@ -10,7 +10,6 @@ from sqlalchemy import text
 from hw_profiles import list_profiles
 from search_spaces import get_space, list_spaces
 from service.api.deps import SessionDep
-from workers.data import list_datasets
 
 router = APIRouter(tags=["catalog"])
 
@@ -35,21 +34,6 @@ def get_profiles() -> dict[str, Any]:
 def get_spaces() -> dict[str, Any]:
     """Search spaces with their dimensions and the JSON Schema of their overrides."""
     data = [get_space(n).describe() for n in list_spaces()]
-    return {"data": data, "count": len(data)}
-
-
-@router.get("/v1/datasets")
-def get_datasets() -> dict[str, Any]:
-    """Datasets a job may name."""
-    data = [
-        {
-            "name": d.name,
-            "description": d.description,
-            "input_shape": list(d.input_shape),
-            "num_classes": d.num_classes,
-        }
-        for d in list_datasets()
-    ]
     return {"data": data, "count": len(data)}
 
 

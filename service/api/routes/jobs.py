@@ -18,6 +18,7 @@ from service.schemas import (
     TrialPublic,
     TrialsPublic,
 )
+from service.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -66,9 +67,35 @@ def _job_or_404(session: SessionDep, job_id: int) -> Job:
     return job
 
 
+def _check_user_dataset(job_in: JobCreate, settings: Settings) -> None:
+    """Uploaded datasets live in the artifact store: check the name and the space fit here."""
+    from fastapi.exceptions import RequestValidationError
+
+    from search_spaces import SpaceContext, get_space
+    from workers.data import UnknownDatasetError, get_dataset
+
+    def invalid(field: str, msg: str) -> RequestValidationError:
+        return RequestValidationError(
+            [{"type": "value_error", "loc": ("body", field), "msg": msg, "input": job_in.dataset}]
+        )
+
+    try:
+        ds = get_dataset(job_in.dataset, settings.user_data_dir)
+    except UnknownDatasetError as e:
+        raise invalid("dataset", str(e)) from None
+    try:
+        get_space(job_in.space).check_context(
+            SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)
+        )
+    except ValueError as e:
+        raise invalid("space", str(e)) from None
+
+
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_job(job_in: JobCreate, session: SessionDep) -> JobPublic:
+def create_job(job_in: JobCreate, session: SessionDep, settings: SettingsDep) -> JobPublic:
     """Submit a search job (queued until a scheduler claims it)."""
+    if job_in.dataset.startswith("user/"):
+        _check_user_dataset(job_in, settings)
     return to_public(crud.create_job(session=session, job_in=job_in))
 
 

@@ -1,0 +1,41 @@
+"""Networks built from Candidates, annotated for compression."""
+
+from workers.models._blocks import (
+    BasicBlock,
+    ConvBNAct,
+    DenseBlock,
+    InvertedResidual,
+    Net,
+    annotate,
+)
+from workers.models._build import build_model, count_params, example_input
+from workers.models._spec import (
+    ChannelGroup,
+    LayerSpec,
+    Member,
+    conv_like,
+    get_module,
+    set_module,
+    spec_of,
+    weight_layers,
+)
+
+__all__ = [
+    "BasicBlock",
+    "ChannelGroup",
+    "ConvBNAct",
+    "DenseBlock",
+    "InvertedResidual",
+    "LayerSpec",
+    "Member",
+    "Net",
+    "annotate",
+    "build_model",
+    "conv_like",
+    "count_params",
+    "example_input",
+    "get_module",
+    "set_module",
+    "spec_of",
+    "weight_layers",
+]

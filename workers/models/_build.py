@@ -1,0 +1,184 @@
+"""Build the dense network of a Candidate and record its channel groups and (conv, BN) pairs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from search_spaces import Candidate
+from workers.models._blocks import (
+    BasicBlock,
+    ConvBNAct,
+    DenseBlock,
+    InvertedResidual,
+    Net,
+    annotate,
+)
+from workers.models._spec import ChannelGroup, LayerSpec
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.groups: list[ChannelGroup] = []
+        self.conv_bn: list[tuple[str, str]] = []
+
+    def group(self, name: str, ratio: float) -> ChannelGroup:
+        g = ChannelGroup(name, ratio)
+        self.groups.append(g)
+        return g
+
+    def cba(
+        self, path: str, g_out: ChannelGroup | None, g_in: ChannelGroup | None, dw: bool = False
+    ) -> None:
+        """A ConvBNAct at ``path``: its outputs join ``g_out``, its inputs ``g_in``."""
+        self.conv_bn.append((f"{path}.conv", f"{path}.bn"))
+        if dw:
+            assert g_out is not None
+            g_out.add(f"{path}.conv", "channelwise")
+        else:
+            if g_out is not None:
+                g_out.add(f"{path}.conv", "out")
+            if g_in is not None:
+                g_in.add(f"{path}.conv", "in")
+        if g_out is not None:
+            g_out.add(f"{path}.bn", "channelwise")
+
+
+def build_model(candidate: Candidate) -> Net:
+    """The dense (uncompressed) network of ``candidate``, freshly initialised, annotated."""
+    builders = {"cnn": _plain_cnn, "mlp": _mlp, "mbv2": _mbv2, "resnet": _resnet}
+    torch.manual_seed(0)
+    net, rec = builders[candidate.family](candidate)
+    net.groups = [g for g in rec.groups if g.ratio > 0 and g.members]
+    net.conv_bn = rec.conv_bn
+    return net
+
+
+def _edge(c: Candidate) -> LayerSpec:
+    return LayerSpec(wbits=c.head_wbits, abits=c.head_abits)
+
+
+def _head(
+    c: Candidate, fin: int, net_stages: list[nn.Sequential], stem: nn.Module, family: str
+) -> Net:
+    head = nn.Linear(fin, c.num_classes)
+    annotate(head, _edge(c))
+    return Net(family, stem, net_stages, head)
+
+
+def _plain_cnn(c: Candidate) -> tuple[Net, _Recorder]:
+    rec = _Recorder()
+    cin, stages, prev = c.input_shape[0], [], None
+    for si, st in enumerate(c.stages):
+        blocks: list[nn.Module] = []
+        for bi in range(st.depth):
+            comp = st.block(bi)
+            blk = ConvBNAct(cin, st.width, st.kernel)
+            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
+            g = rec.group(f"stage{si}.block{bi}.out", comp.prune)
+            rec.cba(f"stages.{si}.{bi}", g, prev)
+            blocks.append(blk)
+            cin, prev = st.width, g
+        if st.stride == 2:
+            blocks.append(nn.MaxPool2d(2))
+        stages.append(nn.Sequential(*blocks))
+    net = _head(c, cin, stages, nn.Identity(), "cnn")
+    assert prev is not None
+    prev.add("head", "in")
+    return net, rec
+
+
+def _mlp(c: Candidate) -> tuple[Net, _Recorder]:
+    rec = _Recorder()
+    fin, stages, prev = c.input_shape[0], [], None
+    for si, st in enumerate(c.stages):
+        blocks: list[nn.Module] = []
+        for bi in range(st.depth):
+            comp = st.block(bi)
+            blk = DenseBlock(fin, st.width)
+            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
+            g = rec.group(f"stage{si}.block{bi}.out", comp.prune)
+            g.add(f"stages.{si}.{bi}.fc", "out")
+            if prev is not None:
+                prev.add(f"stages.{si}.{bi}.fc", "in")
+            blocks.append(blk)
+            fin, prev = st.width, g
+        stages.append(nn.Sequential(*blocks))
+    net = _head(c, fin, stages, nn.Identity(), "mlp")
+    assert prev is not None
+    prev.add("head", "in")
+    return net, rec
+
+
+def _mbv2(c: Candidate) -> tuple[Net, _Recorder]:
+    """Stem 3x3 conv, inverted-residual stages; the expanded (hidden) channels are pruned."""
+    rec = _Recorder()
+    assert c.stem_width is not None
+    stem = ConvBNAct(c.input_shape[0], c.stem_width, 3, act="relu6")
+    annotate(stem, _edge(c))
+    rec.cba("stem", None, None)
+    cin, stages = c.stem_width, []
+    for si, st in enumerate(c.stages):
+        blocks: list[nn.Module] = []
+        for bi in range(st.depth):
+            comp = st.block(bi)
+            stride = st.stride if bi == 0 else 1
+            blk = InvertedResidual(cin, st.width, st.kernel, stride, st.expand)
+            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
+            p = f"stages.{si}.{bi}"
+            hidden = rec.group(f"stage{si}.block{bi}.hidden", comp.prune if st.expand > 1 else 0.0)
+            if st.expand > 1:
+                rec.cba(f"{p}.expand", hidden, None)
+                rec.cba(f"{p}.dw", hidden, None, dw=True)
+            else:
+                rec.conv_bn.append((f"{p}.dw.conv", f"{p}.dw.bn"))
+            rec.cba(f"{p}.project", None, hidden if st.expand > 1 else None)
+            blocks.append(blk)
+            cin = st.width
+        stages.append(nn.Sequential(*blocks))
+    return _head(c, cin, stages, stem, "mbv2"), rec
+
+
+def _resnet(c: Candidate) -> tuple[Net, _Recorder]:
+    """Stem 3x3 conv, basic-block stages; inner channels and whole residual streams are pruned.
+
+    A residual stream is every tensor added together by identity shortcuts: the stem's (or a
+    projecting block's) outputs and each later block's second conv. Its channels are pruned
+    as one group, with every conv that reads the stream resized.
+    """
+    rec = _Recorder()
+    assert c.stem_width is not None
+    stem = ConvBNAct(c.input_shape[0], c.stem_width, 3)
+    annotate(stem, _edge(c))
+    stream = rec.group("stream.stem", c.stages[0].block(0).prune)
+    rec.cba("stem", stream, None)
+    cin, stages = c.stem_width, []
+    for si, st in enumerate(c.stages):
+        blocks: list[nn.Module] = []
+        for bi in range(st.depth):
+            comp = st.block(bi)
+            stride = st.stride if bi == 0 else 1
+            blk = BasicBlock(cin, st.width, st.kernel, stride)
+            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
+            p = f"stages.{si}.{bi}"
+            inner = rec.group(f"stage{si}.block{bi}.inner", comp.prune)
+            rec.cba(f"{p}.c1", inner, stream)
+            if isinstance(blk.down, ConvBNAct):
+                new_stream = rec.group(f"stream.stage{si}", comp.prune)
+                rec.cba(f"{p}.down", new_stream, stream)
+                stream = new_stream
+            rec.cba(f"{p}.c2", stream, inner)
+            blocks.append(blk)
+            cin = st.width
+        stages.append(nn.Sequential(*blocks))
+    net = _head(c, cin, stages, stem, "resnet")
+    stream.add("head", "in")
+    return net, rec
+
+
+def example_input(candidate: Candidate, batch: int = 1) -> torch.Tensor:
+    return torch.zeros(batch, *candidate.input_shape)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
