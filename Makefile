@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-fast test-slow lint serve dashboard clean
+.PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression
 
 $(STAMP): pyproject.toml
 	bash scripts/setup-system.sh
@@ -35,6 +35,9 @@ test-fast: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
+
+bench-compression: setup  ## accuracy vs size / latency grid on Fashion-MNIST (~30 min on 2 cores)
+	$(PY) bench/compression.py --out bench/results
 
 serve: setup
 	$(VENV)/bin/hwnas serve

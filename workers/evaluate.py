@@ -6,7 +6,6 @@ same in a test, a Ray task, or any other executor. It never touches the database
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -17,24 +16,14 @@ import torch
 
 from hw_profiles import get_profile
 from search_spaces import Candidate
-from workers.compress import (
-    attach_act_quant,
-    attach_fake_quant,
-    bake,
-    calibrate,
-    factorize_model,
-    fold_batchnorm,
-    prune_model,
-    quantize_weights,
-    without_act_quant,
-    write_packed,
-)
-from workers.data import Split, Splits, load_splits
+from workers.compress import without_act_quant, write_packed
+from workers.compress.pipeline import compress
+from workers.data import Splits, load_splits
 from workers.export import export_onnx, export_torchscript, write_card
-from workers.models import Net, count_params, example_input, spec_of, weight_layers
+from workers.models import count_params, example_input
 from workers.parents import trained_parent
 from workers.probe import probe_latency
-from workers.train import Recipe, accuracy, batches, fit, subset
+from workers.train import Recipe, accuracy
 
 
 @dataclass(frozen=True)
@@ -54,45 +43,6 @@ class EvalSpec:
 @cache
 def _splits(dataset: str, seed: int, user_dir: str | None) -> Splits:
     return load_splits(dataset, seed, Path(user_dir) if user_dir else None)
-
-
-def compress(parent: Net, train: Split, recipe: Recipe) -> tuple[Net, dict[str, Any]]:
-    """prune -> factorize -> fine-tune (KD) -> fold BN -> quantize (PTQ or QAT), on a copy.
-
-    The compression choices come from the ``hw`` annotations and channel groups the builder
-    put on ``parent``; ``recipe`` says how (criteria, observers, epochs).
-    """
-    child = copy.deepcopy(parent).eval()
-    teacher = parent if recipe.kd else None
-    ft = subset(train, recipe.train_subset, recipe.seed)
-    info: dict[str, Any] = {}
-
-    def finetune(net: Net, epochs: int = 1) -> None:
-        fit(net, ft, epochs=epochs, recipe=recipe, teacher=teacher, lr=recipe.finetune_lr)
-
-    prune_model(
-        child,
-        recipe.prune_criterion,  # type: ignore[arg-type]
-        steps=recipe.prune_steps,
-        batches=lambda: batches(ft, recipe.batch_size, 8, recipe.seed),
-        finetune=finetune,
-    )
-    factorize_model(child, conv_method=recipe.conv_decomposition, energy=recipe.rank_energy)  # type: ignore[arg-type]
-    finetune(child, recipe.finetune_epochs)
-    fold_batchnorm(child)
-    info["act_quantizers"] = len(attach_act_quant(child, recipe.act_observer))  # type: ignore[arg-type]
-    if info["act_quantizers"]:
-        calibrate(child, [x for x, _ in batches(ft, recipe.batch_size, recipe.calib_batches, 1)])
-    low_bits = any(spec_of(m).wbits < 8 for _, m in weight_layers(child))
-    qat = recipe.quant == "qat" or (recipe.quant == "auto" and low_bits)
-    if qat:
-        attach_fake_quant(child)
-        finetune(child, recipe.qat_epochs)
-        bake(child)
-    else:
-        quantize_weights(child, recipe.weight_observer)
-    info["quantization"] = "qat" if qat else "ptq"
-    return child.eval(), info
 
 
 def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:

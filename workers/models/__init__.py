@@ -8,7 +8,7 @@ from workers.models._blocks import (
     Net,
     annotate,
 )
-from workers.models._build import build_model, count_params, example_input
+from workers.models._build import assign_bits, build_model, count_params, example_input
 from workers.models._spec import (
     ChannelGroup,
     LayerSpec,
@@ -30,6 +30,7 @@ __all__ = [
     "Member",
     "Net",
     "annotate",
+    "assign_bits",
     "build_model",
     "conv_like",
     "count_params",

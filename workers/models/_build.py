@@ -14,7 +14,7 @@ from workers.models._blocks import (
     Net,
     annotate,
 )
-from workers.models._spec import ChannelGroup, LayerSpec
+from workers.models._spec import ChannelGroup, LayerSpec, spec_of
 
 
 class _Recorder:
@@ -182,3 +182,20 @@ def example_input(candidate: Candidate, batch: int = 1) -> torch.Tensor:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def assign_bits(net: Net, candidate: Candidate) -> Net:
+    """Re-annotate ``net`` (built from an architecture-equal candidate, maybe since pruned or
+    factorized) with ``candidate``'s weight / activation bits, keeping each layer's rank."""
+    for name, m in net.named_modules():
+        if not isinstance(m, nn.Conv2d | nn.Linear):
+            continue
+        parts = name.split(".")
+        if parts[0] == "stages":
+            comp = candidate.stages[int(parts[1])].block(int(parts[2]))
+            bits = (comp.wbits, comp.abits)
+        else:
+            bits = (candidate.head_wbits, candidate.head_abits)
+        rank = spec_of(m).rank
+        setattr(m, "hw", LayerSpec(bits[0], bits[1], rank))  # noqa: B010 - not a Module attr
+    return net

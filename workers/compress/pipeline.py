@@ -1,0 +1,85 @@
+"""The per-candidate compression order: prune -> factorize -> fine-tune (KD) -> quantize.
+
+Split in two so one shrunk model can be quantized at several bit-widths (the compression
+benchmark does; a search may too): :func:`shrink` changes the structure, :func:`quantize_child`
+the precision.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from workers.compress.fold import fold_batchnorm
+from workers.compress.lowrank import factorize_model
+from workers.compress.prune import prune_model
+from workers.compress.quantize import (
+    attach_act_quant,
+    attach_fake_quant,
+    bake,
+    calibrate,
+    quantize_weights,
+)
+from workers.data import Split
+from workers.models import Net, spec_of, weight_layers
+from workers.train import Recipe, batches, fit, subset
+
+
+def _finetuner(train: Split, recipe: Recipe, teacher: Net | None):  # type: ignore[no-untyped-def]
+    ft = subset(train, recipe.train_subset, recipe.seed)
+
+    def finetune(net: Net, epochs: int = 1) -> None:
+        fit(net, ft, epochs=epochs, recipe=recipe, teacher=teacher, lr=recipe.finetune_lr)
+
+    return ft, finetune
+
+
+def shrink(parent: Net, train: Split, recipe: Recipe) -> Net:
+    """A copy of ``parent`` pruned (its channel groups' ratios), factorized (each layer's
+    ``hw.rank``) and fine-tuned, with KD from ``parent`` when ``recipe.kd``; BN not yet folded."""
+    child = copy.deepcopy(parent).eval()
+    ft, finetune = _finetuner(train, recipe, parent if recipe.kd else None)
+    prune_model(
+        child,
+        recipe.prune_criterion,  # type: ignore[arg-type]
+        steps=recipe.prune_steps,
+        batches=lambda: batches(ft, recipe.batch_size, 8, recipe.seed),
+        finetune=finetune,
+    )
+    factorize_model(
+        child,
+        conv_method=recipe.conv_decomposition,  # type: ignore[arg-type]
+        energy=recipe.rank_energy,
+    )
+    finetune(child, recipe.finetune_epochs)
+    return child.eval()
+
+
+def quantize_child(
+    child: Net, train: Split, recipe: Recipe, teacher: Net | None
+) -> tuple[Net, dict[str, Any]]:
+    """Fold BN, calibrate activation quantizers, then PTQ (every weight >= 8 bits, or
+    ``quant="ptq"``) or QAT (fake-quant fine-tune with KD from ``teacher``), in place."""
+    ft, finetune = _finetuner(train, recipe, teacher if recipe.kd else None)
+    fold_batchnorm(child)
+    info: dict[str, Any] = {
+        "act_quantizers": len(attach_act_quant(child, recipe.act_observer))  # type: ignore[arg-type]
+    }
+    if info["act_quantizers"]:
+        calibrate(child, [x for x, _ in batches(ft, recipe.batch_size, recipe.calib_batches, 1)])
+    low_bits = any(spec_of(m).wbits < 8 for _, m in weight_layers(child))
+    qat = recipe.quant == "qat" or (recipe.quant == "auto" and low_bits)
+    if qat:
+        attach_fake_quant(child)
+        finetune(child, recipe.qat_epochs)
+        bake(child)
+    else:
+        quantize_weights(child, recipe.weight_observer)
+    info["quantization"] = "qat" if qat else "ptq"
+    return child.eval(), info
+
+
+def compress(parent: Net, train: Split, recipe: Recipe) -> tuple[Net, dict[str, Any]]:
+    """The whole order on a copy of ``parent``; the choices come from its ``hw`` annotations
+    and channel groups (set by the builder from the candidate)."""
+    return quantize_child(shrink(parent, train, recipe), train, recipe, parent)
