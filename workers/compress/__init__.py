@@ -56,6 +56,7 @@ __all__ = [
     "quantize_int",
     "quantize_weights",
     "rank_for",
+    "serialize",
     "tucker2_conv",
     "unpack_levels",
     "without_act_quant",

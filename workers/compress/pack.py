@@ -3,7 +3,7 @@
 Quantized weights are stored as integer levels packed LSB-first into bytes (2/4 bits share
 bytes; 8 bits one byte each), with float32 per-channel scales; 16-bit weights as float16;
 32-bit as float32; biases as float32; each activation quantizer adds its scale (float32) and
-zero point (int32).
+zero point (int32). A candidate's size is the byte count of that serialized file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from safetensors.numpy import save_file
 
 from workers.compress.quantize import ActQuant, quantize_int
 from workers.models import Net, spec_of, weight_layers
@@ -70,18 +69,24 @@ def packed_tensors(net: Net) -> tuple[dict[str, np.ndarray], dict[str, dict[str,
     return tensors, meta
 
 
-def write_packed(path: Path, net: Net) -> int:
-    """Write the packed weights to ``path`` (safetensors); return the payload bytes.
+def serialize(net: Net) -> bytes:
+    """The packed weights as safetensors bytes (arrays + a compact header: names, dtypes,
+    shapes, and each layer's bits)."""
+    from safetensors.numpy import save
 
-    The payload is the sum of the stored arrays' bytes; the file adds a JSON header (tensor
-    names, dtypes, shapes and each layer's bits).
-    """
     tensors, meta = packed_tensors(net)
-    save_file(tensors, str(path), metadata={"hwnas.layers": json.dumps(meta)})
-    return sum(int(a.nbytes) for a in tensors.values())
+    bits = {name: [m["bits"], m["abits"]] for name, m in meta.items()}
+    return save(tensors, metadata={"hwnas.bits": json.dumps(bits, separators=(",", ":"))})
+
+
+def write_packed(path: Path, net: Net) -> int:
+    """Write the packed weights to ``path``; return the file's size in bytes (the size a
+    candidate reports: weights + scales + header, measured, not estimated)."""
+    blob = serialize(net)
+    path.write_bytes(blob)
+    return path.stat().st_size
 
 
 def packed_size(net: Net) -> int:
-    """Payload bytes of the packed weights, computed by packing them."""
-    tensors, _ = packed_tensors(net)
-    return sum(int(a.nbytes) for a in tensors.values())
+    """Bytes of the serialized packed weights (what :func:`write_packed` would write)."""
+    return len(serialize(net))

@@ -38,17 +38,59 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# sha256 of the *decompressed* idx files (the .gz bytes differ between Debian and upstream)
+FASHION_SHA256 = {
+    "train-images-idx3-ubyte.gz": (
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
+    ),
+    "train-labels-idx1-ubyte.gz": (
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
+    ),
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+
 def fashion_dir() -> Path:
-    """Where the Fashion-MNIST idx files are (``HWNAS_DATA_DIR`` first)."""
-    candidates = [os.environ.get("HWNAS_DATA_DIR", ""), *FASHION_DIRS]
+    """Where the Fashion-MNIST idx files are: ``HWNAS_DATA_DIR``, Debian's package, or a
+    download into ``~/.cache/hwnas/fashion-mnist`` (checksummed) when ``HWNAS_DOWNLOAD=1``."""
+    cache = Path.home() / ".cache" / "hwnas" / "fashion-mnist"
+    candidates = [os.environ.get("HWNAS_DATA_DIR", ""), *FASHION_DIRS, str(cache)]
     for c in candidates:
         if c and (Path(c) / "t10k-labels-idx1-ubyte.gz").is_file():
             return Path(c)
+    if os.environ.get("HWNAS_DOWNLOAD") == "1":
+        return download_fashion(cache)
     raise DatasetUnavailableError(
         "Fashion-MNIST not found: install Debian's dataset-fashion-mnist "
-        "(apt-get install dataset-fashion-mnist) or set HWNAS_DATA_DIR to a folder with the idx "
-        f"files; looked in {[c for c in candidates if c]}"
+        "(apt-get install dataset-fashion-mnist), set HWNAS_DATA_DIR to a folder with the idx "
+        f"files, or set HWNAS_DOWNLOAD=1; looked in {[c for c in candidates if c]}"
     )
+
+
+def download_fashion(dest: Path, base_url: str = FASHION_URL) -> Path:
+    """Fetch the four idx files and verify each against its known checksum."""
+    import hashlib
+    import urllib.request
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, digest in FASHION_SHA256.items():
+        target = dest / name
+        if target.is_file():
+            continue
+        try:
+            with urllib.request.urlopen(base_url + name, timeout=60) as r:
+                blob = r.read()
+        except OSError as e:
+            raise DatasetUnavailableError(f"downloading {base_url + name} failed: {e}") from e
+        got = hashlib.sha256(gzip.decompress(blob)).hexdigest()
+        if got != digest:
+            raise DatasetUnavailableError(f"{name}: checksum {got} != expected {digest}")
+        tmp = target.with_suffix(".part")
+        tmp.write_bytes(blob)
+        tmp.replace(target)
+    return dest
 
 
 def _fashion(seed: int) -> Splits:
