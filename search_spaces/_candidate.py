@@ -139,16 +139,16 @@ class Candidate(BaseModel):
 
     def arch_dict(self) -> dict[str, Any]:
         """The dense architecture only (what a trained parent is keyed by)."""
-        keys = {"depth", "width", "stride"}
+        keys = {"depth", "width"}
         if self.family != "mlp":
-            keys.add("kernel")
+            keys |= {"kernel", "stride"}
         if self.family == "mbv2":
             keys.add("expand")
         return {
             "family": self.family,
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
-            "stem_width": self.stem_width,
+            "stem_width": self.stem_width if self.family in ("mbv2", "resnet") else None,
             "stages": [s.model_dump(include=keys) for s in self.stages],
         }
 

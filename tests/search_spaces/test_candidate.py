@@ -1,4 +1,4 @@
-"""Candidate validation and the hashes that dedupe trials and key the parent cache."""
+"""Candidate validation and the upgrade of version-1 candidates."""
 
 from __future__ import annotations
 
@@ -8,100 +8,122 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from search_spaces import SCHEMA_VERSION, Candidate, LayerChoice
-
-
-def _cnn(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "space": "cnn_small",
-        "family": "cnn",
-        "input_shape": [1, 8, 8],
-        "num_classes": 10,
-        "kernel": 3,
-        "layers": [
-            {"width": 16, "wbits": 8, "prune": 0.25, "rank": 0.5},
-            {"width": 32, "wbits": 4, "prune": 0.0, "rank": 1.0},
-        ],
-        "head_wbits": 8,
-    }
-    data.update(overrides)
-    return data
-
-
-def _mlp(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "space": "mlp_small",
-        "family": "mlp",
-        "input_shape": [64],
-        "num_classes": 10,
-        "layers": [{"width": 128, "wbits": 8}, {"width": 64, "wbits": 32}],
-    }
-    data.update(overrides)
-    return data
-
-
-def _with_layer0(**changes: Any) -> dict[str, Any]:
-    data = _cnn()
-    data["layers"] = [{**data["layers"][0], **changes}, data["layers"][1]]
-    return data
+from search_spaces import SCHEMA_VERSION, Candidate, Compression, Stage
+from tests.search_spaces.factories import cnn, mbv2, mlp, resnet, v1_cnn, with_stage0
 
 
 def _error_fields(err: ValidationError) -> set[str]:
     return {".".join(str(p) for p in e["loc"]) for e in err.errors()}
 
 
-@pytest.mark.parametrize("data", [_cnn(), _mlp()], ids=["cnn", "mlp"])
+ALL = [cnn(), mlp(), mbv2(), resnet()]
+IDS = ["cnn", "mlp", "mbv2", "resnet"]
+
+
+@pytest.mark.parametrize("data", ALL, ids=IDS)
 def test_valid_candidate(data: dict[str, Any]) -> None:
     cand = Candidate.model_validate(data)
-    assert cand.schema_version == SCHEMA_VERSION
+    assert cand.schema_version == SCHEMA_VERSION == 2
     assert cand.input_shape == tuple(data["input_shape"])
-    assert all(isinstance(layer, LayerChoice) for layer in cand.layers)
-    assert [layer.width for layer in cand.layers] == [d["width"] for d in data["layers"]]
+    assert all(isinstance(stage, Stage) for stage in cand.stages)
+    assert [s.width for s in cand.stages] == [d["width"] for d in data["stages"]]
+    assert cand.block_count() == sum(d.get("depth", 1) for d in data["stages"])
     assert cand.summary().startswith(cand.family)
 
 
-def test_summary_shows_every_layer_choice() -> None:
-    cand = Candidate.model_validate(_cnn())
-    assert cand.summary() == "cnn k3 [16/8b/p0.25/r0.5, 32/4b/p0/r1] head 8b"
+def test_per_block_compression_overrides_the_stage() -> None:
+    cand = Candidate.model_validate(resnet())
+    plain, mixed = cand.stages
+    assert plain.block(1) == Compression()  # the stage's own (defaults)
+    assert mixed.block(0) == Compression(wbits=4, prune=0.5)
+    assert mixed.block(1) == Compression(wbits=8, abits=8, rank=0.5)
+
+
+def test_summary_shows_every_stage() -> None:
+    assert (
+        Candidate.model_validate(cnn()).summary()
+        == "cnn [16 k3 w8a8 p0.25 r0.5, 32 k3 w4a32 p0 r1] head w8a32"
+    )
+    assert (
+        Candidate.model_validate(mbv2()).summary()
+        == "mbv2 [2x24 k3 e4 w8a8 p0 r1, 3x32 k3 e6 w32a32 p0.25 r0.5] head w8a32"
+    )
+    assert Candidate.model_validate(resnet()).summary().startswith("resnet [2x16 k3 w32a32")
+    assert "2x32 k3 mixed" in Candidate.model_validate(resnet()).summary()
 
 
 @pytest.mark.parametrize(
     ("data", "field", "message"),
     [
-        (_with_layer0(wbits=3), "layers.0.wbits", "wbits must be one of"),
-        (_with_layer0(wbits=64), "layers.0.wbits", "wbits must be one of"),
-        (_with_layer0(prune=0.95), "layers.0.prune", "less than or equal to 0.9"),
-        (_with_layer0(prune=-0.1), "layers.0.prune", "greater than or equal to 0"),
-        (_with_layer0(rank=0.0), "layers.0.rank", "greater than 0"),
-        (_with_layer0(rank=1.5), "layers.0.rank", "less than or equal to 1"),
-        (_cnn(head_wbits=5), "head_wbits", "head_wbits must be one of"),
-        (_cnn(schema_version=SCHEMA_VERSION + 1), "schema_version", "not supported"),
-        (_cnn(input_shape=[64]), "", "cnn needs a (C, H, W) input_shape"),
-        (_mlp(input_shape=[1, 8, 8]), "", "mlp needs a (features,) input_shape"),
-        (_cnn(kernel=4), "", "kernel must be odd"),
-        (_cnn(surprise=1), "surprise", "Extra inputs are not permitted"),
-        (_with_layer0(dropout=0.1), "layers.0.dropout", "Extra inputs are not permitted"),
+        (with_stage0(wbits=3), "stages.0.wbits", "wbits must be one of"),
+        (with_stage0(wbits=64), "stages.0.wbits", "wbits must be one of"),
+        (with_stage0(abits=4), "stages.0.abits", "abits must be one of"),
+        (with_stage0(prune=0.95), "stages.0.prune", "less than or equal to 0.9"),
+        (with_stage0(prune=-0.1), "stages.0.prune", "greater than or equal to 0"),
+        (with_stage0(rank=0.0), "stages.0.rank", "greater than 0"),
+        (with_stage0(rank=1.5), "stages.0.rank", "less than or equal to 1"),
+        (with_stage0(depth=0), "stages.0.depth", "greater than or equal to 1"),
+        (with_stage0(stride=3), "stages.0.stride", "less than or equal to 2"),
+        (with_stage0(kernel=4), "stages.0", "kernel must be odd"),
+        (cnn(head_wbits=5), "head_wbits", "wbits must be one of"),
+        (cnn(head_abits=4), "head_abits", "abits must be one of"),
+        (cnn(schema_version=SCHEMA_VERSION + 1), "schema_version", "not supported"),
+        (cnn(input_shape=[64]), "", "cnn needs a (C, H, W) input_shape"),
+        (mlp(input_shape=[1, 8, 8]), "", "mlp needs a (features,) input_shape"),
+        (mbv2(stem_width=None), "", "mbv2 needs stem_width"),
+        (resnet(stem_width=None), "", "resnet needs stem_width"),
+        (cnn(family="vit"), "family", "Input should be 'cnn', 'mlp', 'mbv2' or 'resnet'"),
+        (cnn(stages=[]), "stages", "at least 1 item"),
+        (cnn(surprise=1), "surprise", "Extra inputs are not permitted"),
+        (with_stage0(dropout=0.1), "stages.0.dropout", "Extra inputs are not permitted"),
+        (
+            with_stage0(resnet(), blocks=[{"wbits": 4}]),
+            "stages.0",
+            "blocks has 1 entries for depth 2",
+        ),
+        (
+            with_stage0(resnet(), depth=1, blocks=[{"wbits": 4}, {"wbits": 8}]),
+            "stages.0",
+            "blocks has 2 entries for depth 1",
+        ),
+        (
+            with_stage0(resnet(), blocks=[{"wbits": 4}, {"wbits": 5}]),
+            "stages.0.blocks.1.wbits",
+            "wbits must be one of",
+        ),
     ],
     ids=[
         "wbits3",
         "wbits64",
+        "abits4",
         "prune-too-high",
         "prune-negative",
         "rank-zero",
         "rank-above-one",
+        "depth-zero",
+        "stride3",
+        "even-kernel",
         "head-wbits",
+        "head-abits",
         "schema-version",
         "cnn-flat-shape",
         "mlp-image-shape",
-        "even-kernel",
+        "mbv2-no-stem",
+        "resnet-no-stem",
+        "unknown-family",
+        "no-stages",
         "extra-key",
-        "extra-layer-key",
+        "extra-stage-key",
+        "blocks-shorter-than-depth",
+        "blocks-longer-than-depth",
+        "bad-block-bits",
     ],
 )
 def test_invalid_candidate_names_the_field(data: dict[str, Any], field: str, message: str) -> None:
     with pytest.raises(ValidationError) as info:
         Candidate.model_validate(data)
-    assert field in _error_fields(info.value)
+    fields = _error_fields(info.value)
+    assert any(f == field or f.startswith(f"{field}.") for f in fields), fields
     assert message in str(info.value)
     if field:
         assert field in str(info.value)
@@ -109,7 +131,7 @@ def test_invalid_candidate_names_the_field(data: dict[str, Any], field: str, mes
 
 def test_schema_version_mismatch_mentions_both_versions() -> None:
     with pytest.raises(ValidationError) as info:
-        Candidate.model_validate(_cnn(schema_version=99))
+        Candidate.model_validate(cnn(schema_version=99))
     assert "99" in str(info.value)
     assert f"expected {SCHEMA_VERSION}" in str(info.value)
 
@@ -117,85 +139,79 @@ def test_schema_version_mismatch_mentions_both_versions() -> None:
 @pytest.mark.parametrize("shape", [[0], [-64]], ids=["zero", "negative"])
 def test_non_positive_input_shape_rejected(shape: list[int]) -> None:
     with pytest.raises(ValidationError) as info:
-        Candidate.model_validate(_mlp(input_shape=shape))
+        Candidate.model_validate(mlp(input_shape=shape))
     assert any(f.startswith("input_shape") for f in _error_fields(info.value))
 
 
 def test_candidate_is_frozen() -> None:
-    cand = Candidate.model_validate(_cnn())
+    cand = Candidate.model_validate(cnn())
     with pytest.raises(ValidationError):
         cand.num_classes = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        cand.stages[0].width = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("data", [_cnn(), _mlp()], ids=["cnn", "mlp"])
-def test_structural_hash_stable_across_json_round_trip(data: dict[str, Any]) -> None:
-    cand = Candidate.model_validate(data)
-    again = Candidate.model_validate_json(cand.model_dump_json())
-    from_dict = Candidate.model_validate(json.loads(json.dumps(data)))
-    assert again == cand
-    assert again.structural_hash() == cand.structural_hash() == from_dict.structural_hash()
-    assert again.arch_hash() == cand.arch_hash()
-    assert len(cand.structural_hash()) == 16
+# --- version 1 ----------------------------------------------------------------------------
 
 
-def test_structural_hash_treats_int_and_float_spellings_alike() -> None:
-    a = Candidate.model_validate(_with_layer0(prune=0, rank=1))
-    b = Candidate.model_validate(_with_layer0(prune=0.0, rank=1.0))
-    assert a.structural_hash() == b.structural_hash()
+def test_v1_json_upgrades_to_stages() -> None:
+    cand = Candidate.model_validate_json(json.dumps(v1_cnn()))
+    assert cand.schema_version == SCHEMA_VERSION
+    assert [s.width for s in cand.stages] == [16, 32, 48]
+    assert all(s.depth == 1 and s.kernel == 5 for s in cand.stages)
+    # v1 pooled after the first two layers while the map was at least 4 wide: 8 -> 4 -> 2
+    assert [s.stride for s in cand.stages] == [2, 2, 1]
+    assert (cand.stages[0].wbits, cand.stages[0].prune, cand.stages[0].rank) == (8, 0.25, 0.5)
+    assert cand.stages[2].block(0) == Compression()
+    assert cand.stages[0].abits == 32 and cand.head_abits == 32  # v1 had float activations
+    # written back, it is a v2 candidate
+    dumped = json.loads(cand.model_dump_json())
+    assert dumped["schema_version"] == 2 and "layers" not in dumped
+    assert Candidate.model_validate(dumped) == cand
 
 
-def test_structural_hash_ignores_space_name() -> None:
-    a = Candidate.model_validate(_cnn(space="cnn_small"))
-    b = Candidate.model_validate(_cnn(space="small_joint"))
-    assert a.structural_hash() == b.structural_hash()
-
-
-@pytest.mark.parametrize("layer", [0, 1])
-@pytest.mark.parametrize(("key", "value"), [("wbits", 2), ("prune", 0.75), ("rank", 0.125)])
-def test_structural_hash_changes_with_any_compression_choice(
-    layer: int, key: str, value: float
-) -> None:
-    base = _cnn()
-    changed = _cnn()
-    changed["layers"] = [dict(lc) for lc in changed["layers"]]
-    changed["layers"][layer][key] = value
-    a, b = Candidate.model_validate(base), Candidate.model_validate(changed)
-    assert a.structural_hash() != b.structural_hash()
-    assert a.arch_hash() == b.arch_hash()
-
-
-def test_arch_hash_ignores_all_compression_choices() -> None:
-    compressed = Candidate.model_validate(_cnn())
-    dense = Candidate.model_validate(
-        _cnn(
-            space="small_joint",
-            head_wbits=32,
-            layers=[{"width": 16}, {"width": 32}],
-        )
+def _v2_equivalent_of_v1_cnn() -> Candidate:
+    return Candidate(
+        space="cnn_small",
+        family="cnn",
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        stages=(
+            Stage(width=16, kernel=5, stride=2, wbits=8, prune=0.25, rank=0.5),
+            Stage(width=32, kernel=5, stride=2, wbits=4),
+            Stage(width=48, kernel=5),
+        ),
+        head_wbits=8,
     )
-    assert compressed.arch_hash() == dense.arch_hash()
-    assert compressed.structural_hash() != dense.structural_hash()
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"layers": [{"width": 24}, {"width": 32}]},
-        {"layers": [{"width": 16}]},
-        {"kernel": 5},
-        {"num_classes": 5},
-        {"input_shape": [3, 8, 8]},
-    ],
-    ids=["width", "depth", "kernel", "classes", "channels"],
-)
-def test_arch_hash_changes_with_architecture(change: dict[str, Any]) -> None:
-    a = Candidate.model_validate(_cnn())
-    b = Candidate.model_validate(_cnn(**change))
-    assert a.arch_hash() != b.arch_hash()
+def test_v1_candidate_hashes_like_its_v2_equivalent() -> None:
+    old = Candidate.model_validate_json(json.dumps(v1_cnn()))
+    new = _v2_equivalent_of_v1_cnn()
+    assert old == new
+    assert old.structural_hash() == new.structural_hash()
+    assert old.arch_hash() == new.arch_hash()
 
 
-def test_mlp_kernel_does_not_change_structural_hash() -> None:
-    a = Candidate.model_validate(_mlp(kernel=3))
-    b = Candidate.model_validate(_mlp(kernel=5))
-    assert a.arch_hash() == b.arch_hash()
-    assert a.structural_hash() == b.structural_hash()
+def test_v1_small_image_and_mlp_upgrades() -> None:
+    small = Candidate.model_validate(v1_cnn(input_shape=[1, 4, 4]))
+    assert [s.stride for s in small.stages] == [2, 1, 1]  # 4 -> 2, then too small to pool
+    flat = Candidate.model_validate(
+        {
+            "schema_version": 1,
+            "space": "mlp_small",
+            "family": "mlp",
+            "input_shape": [64],
+            "num_classes": 10,
+            "kernel": 3,
+            "layers": [{"width": 128, "wbits": 8}, {"width": 64}],
+        }
+    )
+    assert Candidate.model_validate(mlp(stages=[{"width": 128, "wbits": 8}, {"width": 64}])) == flat
+    assert all(s.stride == 1 for s in flat.stages)
+
+
+def test_v1_without_layers_is_refused() -> None:
+    data = cnn(schema_version=1)
+    with pytest.raises(ValidationError, match="schema_version 1 is not supported"):
+        Candidate.model_validate(data)

@@ -24,7 +24,15 @@ from search_spaces import (
 IMAGE = SpaceContext(input_shape=(1, 8, 8), num_classes=10)
 FLAT = SpaceContext(input_shape=(64,), num_classes=10)
 N_SAMPLES = 20
-_PARAM = re.compile(r"(depth|kernel|head\.wbits|layer\d+\.(width|wbits|prune|rank))")
+_COMP = r"(wbits|abits|prune|rank)"
+# the two house conventions: one layer per stage (small spaces), or stages of blocks
+_PARAM = re.compile(
+    rf"(depth|kernel|head\.wbits|layer\d+\.(width|{_COMP}))"
+    rf"|(num_stages|stem_width|head\.(wbits|abits)"
+    rf"|stage\d+\.(depth|width|expand|kernel|{_COMP})|stage\d+\.block\d+\.{_COMP})"
+)
+SMALL = ["cnn_small", "mlp_small", "small_joint"]
+STAGED = [name for name in list_spaces() if name not in SMALL]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -43,8 +51,23 @@ def _sample(
 
 
 def _choices(space: SearchSpace, family: str, dim: str) -> tuple[Any, ...]:
-    """The searched values of ``dim`` for ``family`` (joint spaces prefix arch dimensions)."""
+    """The searched values of ``dim`` for ``family`` (small_joint prefixes arch dimensions)."""
     return space.choices.get(f"{family}.{dim}", space.choices.get(dim, ()))
+
+
+def _dimension(pname: str) -> str:
+    """The dimension a parameter is drawn from: ``stage1.block0.wbits`` -> ``wbits``."""
+    if pname.startswith("head."):
+        return "head_" + pname.split(".", 1)[1]
+    return pname.rsplit(".", 1)[-1]
+
+
+def _stage_param(params: dict[str, Any], prefix: str, i: int, dim: str) -> Any:
+    """Stage ``i``'s sampled ``dim``, under either naming convention."""
+    for key in (f"{prefix}layer{i}.{dim}", f"stage{i}.{dim}"):
+        if key in params:
+            return params[key]
+    raise KeyError(f"stage {i} {dim}: {sorted(params)}")
 
 
 def test_builtin_spaces_registered() -> None:
@@ -58,28 +81,70 @@ def test_samples_are_valid_and_use_only_searched_values(name: str) -> None:
     samples = _sample(space)
     assert len(samples) == N_SAMPLES
     families = set()
-    for cand, _ in samples:
+    for cand, params in samples:
         assert Candidate.model_validate(cand.model_dump(mode="json")) == cand
         assert cand.space == name
         assert cand.num_classes == 10
         families.add(cand.family)
-        expected_shape = (1, 8, 8) if cand.family == "cnn" else (64,)
-        assert cand.input_shape == expected_shape
-        assert len(cand.layers) in _choices(space, cand.family, "depth")
-        if cand.family == "cnn":
-            assert cand.kernel in _choices(space, "cnn", "kernel")
+        assert cand.input_shape == ((64,) if cand.family == "mlp" else (1, 8, 8))
         assert cand.head_wbits in space.choices["head_wbits"]
-        for layer in cand.layers:
-            assert layer.width in _choices(space, cand.family, "width")
-            assert layer.wbits in space.choices["wbits"]
-            assert layer.prune in space.choices["prune"]
-            assert layer.rank in space.choices["rank"]
+        assert cand.head_abits in space.choices.get("head_abits", (32,))
+        if cand.family in ("mbv2", "resnet"):
+            assert cand.stem_width in space.choices["stem_width"]
+        for stage in cand.stages:
+            assert stage.width in _choices(space, cand.family, "width")
+            if cand.family != "mlp":
+                assert stage.kernel in _choices(space, cand.family, "kernel")
+            for i in range(stage.depth):
+                block = stage.block(i)
+                assert block.wbits in space.choices["wbits"]
+                assert block.abits in space.choices["abits"]
+                assert block.prune in space.choices["prune"]
+                assert block.rank in space.choices["rank"]
+        for pname, value in params.items():  # every parameter is drawn from its dimension
+            if pname != "family":
+                dim = _dimension(pname.removeprefix(f"{cand.family}."))
+                assert value in _choices(space, cand.family, dim), pname
     if name == "small_joint":
         assert families == {"cnn", "mlp"}
 
 
+@pytest.mark.parametrize("name", SMALL)
+def test_small_spaces_have_one_layer_per_stage(name: str) -> None:
+    space = get_space(name)(IMAGE)
+    for cand, _ in _sample(space):
+        assert len(cand.stages) in _choices(space, cand.family, "depth")
+        assert all(stage.depth == 1 and stage.blocks is None for stage in cand.stages)
+        assert cand.stem_width is None  # the small families have no stem
+        assert cand.head_abits == 32
+        if cand.family == "cnn":
+            assert len({stage.kernel for stage in cand.stages}) == 1  # one kernel per model
+
+
+@pytest.mark.parametrize("name", STAGED)
+def test_staged_spaces_sample_stages_of_blocks(name: str) -> None:
+    space = get_space(name)(IMAGE)
+    for cand, params in _sample(space):
+        assert len(cand.stages) == params["num_stages"]
+        for i, stage in enumerate(cand.stages):
+            assert stage.depth == params[f"stage{i}.depth"]
+            assert stage.blocks is None  # stage granularity by default
+
+
+@pytest.mark.parametrize("name", STAGED)
+def test_block_granularity_samples_compression_per_block(name: str) -> None:
+    space = get_space(name)(IMAGE, granularity="block")
+    for cand, params in _sample(space, n=5):
+        for i, stage in enumerate(cand.stages):
+            assert stage.blocks is not None and len(stage.blocks) == stage.depth
+            for j, block in enumerate(stage.blocks):
+                for dim in ("wbits", "abits", "prune", "rank"):
+                    assert getattr(block, dim) == params[f"stage{i}.block{j}.{dim}"]
+            assert f"stage{i}.wbits" not in params
+
+
 @pytest.mark.parametrize("name", list_spaces())
-def test_param_names_are_dotted_per_layer(name: str) -> None:
+def test_param_names_are_dotted_per_stage(name: str) -> None:
     space = get_space(name)(IMAGE)
     for cand, params in _sample(space):
         names = set(params)
@@ -91,10 +156,11 @@ def test_param_names_are_dotted_per_layer(name: str) -> None:
         for pname in names:
             assert pname.startswith(prefix), pname
             assert _PARAM.fullmatch(pname[len(prefix) :]), pname
-        for i, layer in enumerate(cand.layers):
-            assert params[f"{prefix}layer{i}.wbits"] == layer.wbits
-            assert params[f"{prefix}layer{i}.width"] == layer.width
-        assert f"{prefix}layer{len(cand.layers)}.wbits" not in params
+        for i, stage in enumerate(cand.stages):
+            for dim in ("width", "wbits", "abits", "prune", "rank"):
+                assert _stage_param(params, prefix, i, dim) == getattr(stage, dim), (i, dim)
+        n = len(cand.stages)
+        assert f"{prefix}layer{n}.wbits" not in params and f"stage{n}.wbits" not in params
         assert params[f"{prefix}head.wbits"] == cand.head_wbits
 
 
@@ -110,6 +176,7 @@ def test_sampling_is_reproducible_for_a_seed(name: str) -> None:
 def test_overrides_narrow_the_choices(name: str) -> None:
     overrides: dict[str, list[Any]] = {
         "wbits": [4],
+        "abits": [8],
         "prune": [0.5],
         "rank": [0.25, 0.5],
         "head_wbits": [32],
@@ -118,9 +185,10 @@ def test_overrides_narrow_the_choices(name: str) -> None:
     assert space.choices["wbits"] == (4,)
     for cand, _ in _sample(space):
         assert cand.head_wbits == 32
-        assert all(layer.wbits == 4 for layer in cand.layers)
-        assert all(layer.prune == 0.5 for layer in cand.layers)
-        assert all(layer.rank in (0.25, 0.5) for layer in cand.layers)
+        assert all(stage.wbits == 4 for stage in cand.stages)
+        assert all(stage.abits == 8 for stage in cand.stages)
+        assert all(stage.prune == 0.5 for stage in cand.stages)
+        assert all(stage.rank in (0.25, 0.5) for stage in cand.stages)
 
 
 @pytest.mark.parametrize("name", list_spaces())
@@ -128,17 +196,38 @@ def test_depth_and_width_overrides(name: str) -> None:
     keys = ("cnn.depth", "cnn.width") if name == "small_joint" else ("depth", "width")
     dims = {d.name: d for d in get_space(name).dimensions()}
     width = dims[keys[1]].allowed[-1]
-    space = get_space(name)(IMAGE, {keys[0]: [1], keys[1]: [width]})
+    overrides: dict[str, list[Any]] = {keys[0]: [1], keys[1]: [width]}
+    if name in STAGED:
+        overrides["num_stages"] = [2]
+    space = get_space(name)(IMAGE, overrides)
     for cand, _ in _sample(space):
         if name == "small_joint" and cand.family == "mlp":
             continue
-        assert [layer.width for layer in cand.layers] == [width]
+        expected = 2 if name in STAGED else 1
+        assert [(s.depth, s.width) for s in cand.stages] == [(1, width)] * expected
 
 
 def test_override_can_widen_beyond_the_default() -> None:
     space = get_space("cnn_small")(IMAGE, {"wbits": [2], "depth": [4]})
     cand, _ = _sample(space, n=1)[0]
-    assert [layer.wbits for layer in cand.layers] == [2, 2, 2, 2]
+    assert [stage.wbits for stage in cand.stages] == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("shape", "strides"),
+    [((1, 8, 8), [2, 2, 1, 1]), ((1, 4, 4), [2, 1, 1, 1]), ((3, 2, 2), [1, 1, 1, 1])],
+)
+def test_cnn_pools_after_the_first_two_layers_while_the_map_is_large(
+    shape: tuple[int, ...], strides: list[int]
+) -> None:
+    space = get_space("cnn_small")(SpaceContext(input_shape=shape, num_classes=10), {"depth": [4]})
+    for cand, _ in _sample(space, n=3):
+        assert [stage.stride for stage in cand.stages] == strides
+
+
+def test_mlp_layers_never_stride() -> None:
+    for cand, _ in _sample(get_space("mlp_small")(FLAT, {"depth": [4]}), n=3):
+        assert [stage.stride for stage in cand.stages] == [1, 1, 1, 1]
 
 
 def test_duplicate_override_values_are_collapsed() -> None:
@@ -159,6 +248,7 @@ def test_unknown_override_key_is_named(name: str) -> None:
     [
         ("wbits", [3], "3"),
         ("wbits", [8, 7], "7"),
+        ("abits", [4], "4"),
         ("prune", [0.9], "0.9"),
         ("rank", [2.0], "2.0"),
         ("head_wbits", [True], "True"),
@@ -185,7 +275,7 @@ def test_describe_is_json_with_overrides_schema(name: str) -> None:
     assert desc["name"] == name
     assert desc["description"]
     dims = {d["name"]: d for d in desc["dimensions"]}
-    assert {"wbits", "prune", "rank", "head_wbits"} <= set(dims)
+    assert {"wbits", "abits", "prune", "rank", "head_wbits"} <= set(dims)
     schema = desc["overrides_schema"]
     assert schema["type"] == "object"
     assert schema["additionalProperties"] is False
@@ -203,16 +293,25 @@ def test_defaults_are_allowed(name: str) -> None:
         assert set(dim.default) <= set(dim.allowed), dim.name
 
 
-@pytest.mark.parametrize("name", ["cnn_small", "small_joint"])
-def test_cnn_spaces_refuse_flat_data(name: str) -> None:
-    with pytest.raises(ValueError, match=r"needs image data \(C, H, W\)") as info:
-        get_space(name)(FLAT)
-    assert "(64,)" in str(info.value)
+@pytest.mark.parametrize("name", list_spaces())
+def test_image_spaces_refuse_flat_data(name: str) -> None:
+    """A space either samples MLPs from flat data or names the shape it needs."""
+    try:
+        space = get_space(name)(FLAT)
+    except ValueError as e:
+        assert re.search(r"needs image data \(C, H, W\)", str(e))
+        assert "(64,)" in str(e)
+        assert name not in ("mlp_small", "mlp_joint")
+        return
+    assert {cand.family for cand, _ in _sample(space, n=3)} == {"mlp"}
 
 
-def test_mlp_space_flattens_images_and_accepts_flat_data() -> None:
+@pytest.mark.parametrize("name", ["mlp_small", "mlp_joint"])
+def test_mlp_spaces_flatten_images_and_accept_flat_data(name: str) -> None:
+    if name not in list_spaces():
+        pytest.skip(f"{name} is not registered")
     for context in (IMAGE, FLAT):
-        cand, _ = _sample(get_space("mlp_small")(context), n=1)[0]
+        cand, _ = _sample(get_space(name)(context), n=1)[0]
         assert cand.input_shape == (64,)
 
 

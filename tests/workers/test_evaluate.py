@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -18,13 +19,13 @@ from workers.evaluate import evaluate_candidate
 RECIPE = {"epochs": 3, "finetune_epochs": 1, "seed": 0}
 
 
-def _candidate(wbits: int, prune: float, rank: float) -> dict[str, Any]:
+def _candidate(wbits: int, prune: float, rank: float, abits: int = 32) -> dict[str, Any]:
     return {
         "space": "mlp_small",
         "family": "mlp",
         "input_shape": [64],
         "num_classes": 10,
-        "layers": [{"width": 32, "wbits": wbits, "prune": prune, "rank": rank}],
+        "stages": [{"width": 32, "wbits": wbits, "abits": abits, "prune": prune, "rank": rank}],
         "head_wbits": 8,
     }
 
@@ -71,10 +72,15 @@ def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
         "tvm/x86_local.so",
     ):
         assert (bundle / name).is_file(), name
-    packed = load_file(str(bundle / "weights.packed.safetensors"))
-    assert m["size_bytes"] == sum(int(a.nbytes) for a in packed.values())
-    assert "blocks.0.layer.weight.packed" in packed  # 4-bit layer stored packed
-    assert packed["blocks.0.layer.weight.packed"].size == 24 * 64 // 2  # 32 - 25% = 24 rows
+    weights = bundle / "weights.packed.safetensors"
+    packed = load_file(str(weights))
+    # the size is the file's bytes: the stored arrays plus the safetensors header
+    assert m["size_bytes"] == weights.stat().st_size
+    header = 8 + int.from_bytes(weights.read_bytes()[:8], "little")
+    assert m["size_bytes"] == sum(int(a.nbytes) for a in packed.values()) + header
+    assert m["quantization"] == "qat"  # a 4-bit layer: auto picks QAT
+    assert "stages.0.0.fc.weight.packed" in packed  # 4-bit layer stored packed
+    assert packed["stages.0.0.fc.weight.packed"].size == 24 * 64 // 2  # 32 - 25% = 24 rows
 
     x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
     scripted = torch.jit.load(str(bundle / "model.pt"))
@@ -87,7 +93,8 @@ def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
 
     card = json.loads((bundle / "card.json").read_text())
     assert card["schema_version"] == 1
-    assert card["candidate"]["layers"][0]["wbits"] == 4
+    assert card["candidate"]["stages"][0]["wbits"] == 4
+    assert card["candidate"]["schema_version"] == 2
     assert card["metrics"]["size_bytes"] == m["size_bytes"]
     test_idx = card["data"]["test_indices"]
     splits = load_splits("digits", 0)
@@ -97,8 +104,23 @@ def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
     assert card["files"]["tvm"] == {"x86/local": "tvm/x86_local.so"}
 
     # Same architecture, other compression: the trained parent comes from the cache.
-    other = evaluate_candidate(_candidate(wbits=8, prune=0.5, rank=0.5), _spec(tmp_path, "b", []))
+    other = evaluate_candidate(
+        _candidate(wbits=8, prune=0.5, rank=0.5, abits=8), _spec(tmp_path, "b", [])
+    )
     assert other["parent_cache_hit"] is True
     assert other["metrics"]["parent_accuracy"] == m["parent_accuracy"]
     assert other["metrics"]["latency_ms"] == {}
+    assert other["metrics"]["quantization"] == "ptq"
     assert len(list((tmp_path / "parents").glob("*.safetensors"))) == 1
+    # 8-bit weights and activations are QuantizeLinear / DequantizeLinear pairs in the ONNX
+    b = Path(other["bundle_dir"])
+    ops = [node.op_type for node in onnx.load(str(b / "model.onnx")).graph.node]
+    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") >= 3  # 2 weights + 1 act
+    so = ort.SessionOptions()  # the graph as written (see test_quantize for optimized kernels)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(b / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    (onnx_out,) = sess.run(["logits"], {"input": x})
+    with torch.no_grad():
+        ref = torch.jit.load(str(b / "model.pt"))(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(onnx_out, ref, atol=0.05, rtol=0)
+    np.testing.assert_array_equal(onnx_out.argmax(1), ref.argmax(1))

@@ -10,19 +10,21 @@ import pytest
 import torch
 
 from hw_profiles import Profile, get_profile
-from search_spaces import Candidate, LayerChoice
+from search_spaces import Candidate, Stage
+from tests.workers.factories import candidate, inputs, net_of
 from workers.compress import factorize_model, fold_batchnorm, prune_model
 from workers.models import Net, build_model, example_input
 from workers.probe import ProbeError, probe_latency
 
 
-def _cand(family: str, shape: tuple[int, ...], widths: list[int]) -> Candidate:
+def _cand(family: str, shape: tuple[int, ...], *stages: Stage) -> Candidate:
     return Candidate(
-        space=f"{family}_small",
+        space="test",
         family=family,  # type: ignore[arg-type]
         input_shape=shape,
         num_classes=10,
-        layers=tuple(LayerChoice(width=w) for w in widths),
+        stem_width=8 if family in ("mbv2", "resnet") else None,
+        stages=stages,
     )
 
 
@@ -50,27 +52,28 @@ def _check_stats(stats: dict[str, Any], profile: Profile) -> None:
 def test_probe_small_models_and_pruned_is_faster(tmp_path: Path) -> None:
     profile = get_profile("x86/local")
 
-    mlp = _cand("mlp", (64,), [32])
+    mlp = _cand("mlp", (64,), Stage(width=32))
     lib = tmp_path / "tvm" / "mlp.so"
     stats = probe_latency(_net(mlp), example_input(mlp), profile, library_path=lib)
     _check_stats(stats, profile)
     assert lib.is_file() and lib.stat().st_size > 0
 
-    cnn = _cand("cnn", (1, 8, 8), [8, 16])
+    cnn = _cand("cnn", (1, 8, 8), Stage(width=8, stride=2), Stage(width=16))
     net = _net(cnn)
     with torch.no_grad():  # non-trivial BN so the lowered BN arithmetic is checked
-        for block in net.blocks:
-            block.bn.running_mean.uniform_(-1, 1)
-            block.bn.running_var.uniform_(0.5, 2)
+        for bn in net.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.running_mean.uniform_(-1, 1)
+                bn.running_var.uniform_(0.5, 2)
     _check_stats(probe_latency(net, example_input(cnn), profile), profile)
 
     # The same architecture, 50% pruned and factorized, must measure faster than dense.
-    big = _cand("mlp", (64,), [512, 512])
+    big = _cand("mlp", (64,), Stage(width=512, prune=0.5), Stage(width=512, prune=0.5, rank=0.25))
     dense = _net(big)
-    small = prune_model(_net(big), [0.5, 0.5])
+    small = prune_model(_net(big), "l1")
     fold_batchnorm(small)
-    factorize_model(small, [1.0, 0.25])
-    assert isinstance(small.blocks[1].layer, torch.nn.Sequential)
+    factorize_model(small)
+    assert isinstance(small.stages[1][0].fc, torch.nn.Sequential)
     example = example_input(big)
     t_dense = probe_latency(dense, example, profile)
     t_small = probe_latency(small, example, profile)
@@ -81,6 +84,17 @@ def test_probe_small_models_and_pruned_is_faster(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("family", ["mbv2", "resnet"])
+def test_probe_lowers_compressed_residual_families_exactly(family: str) -> None:
+    """Pruned residual streams, depthwise convs, Tucker factors and folded BN all lower to TVM
+    and compute what PyTorch does."""
+    cand = candidate(family, prune=0.5, rank=0.5)
+    net = fold_batchnorm(factorize_model(prune_model(net_of(cand), "l1")))
+    profile = get_profile("x86/local")
+    stats = probe_latency(net, inputs(cand, batch=1), profile)
+    _check_stats(stats, profile)
+
+
 def test_probe_refuses_rpc_profiles() -> None:
     profile = Profile.model_validate(
         {
@@ -89,6 +103,6 @@ def test_probe_refuses_rpc_profiles() -> None:
             "measure": {"via": "rpc", "host": "127.0.0.1:9090"},
         }
     )
-    mlp = _cand("mlp", (64,), [16])
+    mlp = _cand("mlp", (64,), Stage(width=16))
     with pytest.raises(ProbeError, match="measures via 'rpc'"):
         probe_latency(_net(mlp), example_input(mlp), profile)

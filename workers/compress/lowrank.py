@@ -35,7 +35,8 @@ def rank_for(layer: nn.Conv2d | nn.Linear, fraction: float) -> int:
 def energy_rank(singular: torch.Tensor, energy: float) -> int:
     """Smallest r whose top-r singular values keep ``energy`` of the total squared energy."""
     e = torch.cumsum(singular**2, 0) / (singular**2).sum().clamp_min(1e-30)
-    return int(torch.searchsorted(e, torch.tensor(energy, dtype=e.dtype)).item()) + 1
+    r = int(torch.searchsorted(e, torch.tensor(energy, dtype=e.dtype)).item()) + 1
+    return min(r, singular.numel())  # float rounding can leave the total just below 1.0
 
 
 def _copy_meta(src: nn.Module, *dst: nn.Module) -> None:

@@ -32,6 +32,8 @@ def keep_count(width: int, ratio: float) -> int:
 def group_width(net: Net, group: ChannelGroup) -> int:
     for m in group.members:
         mod = get_module(net, m.path)
+        if isinstance(mod, nn.Sequential):
+            raise TypeError(f"{m.path} is factorized: prune before factorizing")
         if m.role == "out" or m.role == "channelwise":
             w = getattr(mod, "weight", None)
             if isinstance(w, torch.Tensor):

@@ -100,20 +100,24 @@ class WeightFakeQuant(nn.Module):
 
 class QDQWeight(nn.Module):
     """Parametrization for export: an 8-bit weight through fake_quantize_per_channel_affine,
-    which ONNX export turns into QuantizeLinear / DequantizeLinear with axis 0."""
+    which ONNX export turns into QuantizeLinear / DequantizeLinear with axis 0.
+
+    The symmetric levels [-127, 127] are stored as uint8 with zero point 128 (same values):
+    with uint8 activations that lets ONNX Runtime use U8U8 kernels, which do not saturate on
+    x86 CPUs without VNNI the way its U8S8 (VPMADDUBSW) kernels do.
+    """
 
     def __init__(self, w: torch.Tensor) -> None:
         super().__init__()
         _, scale = quantize_int(w, 8)
         self.register_buffer("scale", scale.to(torch.float32))
-        self.register_buffer("zero", torch.zeros_like(scale, dtype=torch.int32))
+        self.register_buffer("zero", torch.full_like(scale, 128, dtype=torch.int32))
 
     scale: torch.Tensor
     zero: torch.Tensor
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        # levels lie in [-127, 127]; ONNX only accepts the full int8 range as the clamp
-        return torch.fake_quantize_per_channel_affine(w, self.scale, self.zero, 0, -128, 127)
+        return torch.fake_quantize_per_channel_affine(w, self.scale, self.zero, 0, 0, 255)
 
 
 class ActQuant(nn.Module):
@@ -126,12 +130,16 @@ class ActQuant(nn.Module):
         self.scale, self.zero_point = 1.0, 0
         self.calibrating, self.ready = False, False
         self._samples: list[torch.Tensor] = []
+        self._lo, self._hi = float("inf"), float("-inf")
+        self._gen = torch.Generator().manual_seed(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
             flat = x.detach().flatten()
-            step = max(1, flat.numel() // 8192)
-            self._samples.append(flat[::step].clone())
+            self._lo, self._hi = min(self._lo, float(flat.min())), max(self._hi, float(flat.max()))
+            if flat.numel() > 8192:  # a random sample: a fixed stride would alias with the layout
+                flat = flat[torch.randint(flat.numel(), (8192,), generator=self._gen)]
+            self._samples.append(flat.clone())
             return x
         if not self.ready:
             return x
@@ -148,7 +156,7 @@ class ActQuant(nn.Module):
         v = torch.cat(self._samples)
         if v.numel() > _SAMPLE:
             v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:_SAMPLE]]
-        lo, hi = float(v.min()), float(v.max())
+        lo, hi = self._lo, self._hi  # exact extremes over all calibration data
         if self.observer == "percentile":
             lo, hi = (float(t) for t in torch.quantile(v, torch.tensor([1e-4, 1 - 1e-4])))
         elif self.observer == "mse":
@@ -157,6 +165,7 @@ class ActQuant(nn.Module):
         self.scale = max((hi - lo) / self.levels, 1e-8)
         self.zero_point = int(min(max(round(-lo / self.scale), 0), self.levels))
         self._samples, self.calibrating, self.ready = [], False, True
+        self._lo, self._hi = float("inf"), float("-inf")
 
     def _mse_range(self, v: torch.Tensor, lo: float, hi: float) -> tuple[float, float]:
         best, best_err = (lo, hi), float("inf")
@@ -203,6 +212,7 @@ def calibrate(net: Net, batches: Iterable[torch.Tensor]) -> int:
     quants = [m for m in net.modules() if isinstance(m, ActQuant)]
     for q in quants:
         q.calibrating, q.ready, q._samples = True, False, []
+        q._lo, q._hi = float("inf"), float("-inf")
     net.eval()
     for x in batches:
         net(x)
