@@ -36,7 +36,7 @@ from workers.train import Recipe, accuracy, batches, predict
 pytestmark = pytest.mark.slow
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 RECIPE = Recipe(
-    epochs=3,
+    epochs=4,
     finetune_epochs=2,
     qat_epochs=2,
     batch_size=128,
@@ -67,7 +67,7 @@ def data() -> Splits:
     if not (FASHION / "t10k-labels-idx1-ubyte.gz").is_file():
         pytest.fail("Fashion-MNIST missing: `make test` installs dataset-fashion-mnist")
     splits = load_splits("fashion_mnist", 0)
-    idx = np.random.default_rng(0).permutation(len(splits.train))[:20_000]
+    idx = np.random.default_rng(0).permutation(len(splits.train))[:40_000]
     return Splits(
         type(splits.train)(splits.train.x[idx], splits.train.y[idx]),
         splits.val,
@@ -86,7 +86,7 @@ def _parent(cand: Candidate, data: Splits, cache: Path) -> Net:
     torch.set_num_threads(2)
     net, _ = trained_parent(
         cand,
-        dataset="fashion_mnist-20k",
+        dataset="fashion_mnist-40k",
         split_seed=0,
         recipe=RECIPE,
         train_data=data.train,
