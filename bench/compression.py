@@ -47,9 +47,15 @@ def candidate(prune: float, rank: float, wbits: int) -> Candidate:
         Stage(width=w, stride=2 if i < 2 else 1, wbits=wbits, abits=abits, prune=prune, rank=rank)
         for i, w in enumerate(WIDTHS)
     )
-    return Candidate(space="bench", family="cnn", input_shape=(1, 28, 28), num_classes=10,
-                     stages=stages, head_wbits=8 if wbits < 32 else 32,
-                     head_abits=abits)
+    return Candidate(
+        space="bench",
+        family="cnn",
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        stages=stages,
+        head_wbits=8 if wbits < 32 else 32,
+        head_abits=abits,
+    )
 
 
 def main() -> int:
@@ -64,24 +70,42 @@ def main() -> int:
     t_start = time.perf_counter()
     data = load_splits("fashion_mnist", 0)
     test = data.test
-    recipe = Recipe(epochs=1 if args.quick else 4, finetune_epochs=1 if args.quick else 2,
-                    qat_epochs=1, train_subset=2000 if args.quick else 15_000, batch_size=128,
-                    lr=3e-3, finetune_lr=1e-3)
+    recipe = Recipe(
+        epochs=1 if args.quick else 4,
+        finetune_epochs=1 if args.quick else 2,
+        qat_epochs=1,
+        train_subset=2000 if args.quick else 15_000,
+        batch_size=128,
+        lr=3e-3,
+        finetune_lr=1e-3,
+    )
     prunes, ranks = ((0.0, 0.5), (1.0, 0.5)) if args.quick else (PRUNES, RANKS)
     if args.quick:
         test = type(test)(test.x[:2000], test.y[:2000])
     profile = get_profile("x86/local")
 
     dense = candidate(0.0, 1.0, 32)
-    parent, hit = trained_parent(dense, dataset="fashion_mnist", split_seed=0, recipe=recipe,
-                                 train_data=data.train, cache_dir=Path(args.cache))
-    print(f"dense parent ({'cached' if hit else 'trained'}): test acc {accuracy(parent, test):.4f}",
-          flush=True)
+    parent, hit = trained_parent(
+        dense,
+        dataset="fashion_mnist",
+        split_seed=0,
+        recipe=recipe,
+        train_data=data.train,
+        cache_dir=Path(args.cache),
+    )
+    print(
+        f"dense parent ({'cached' if hit else 'trained'}): test acc {accuracy(parent, test):.4f}",
+        flush=True,
+    )
     base = fold_batchnorm(copy.deepcopy(parent).eval())
     example = example_input(dense)
     base_probe = probe_latency(base, example, profile)
-    baseline = {"accuracy": accuracy(base, test), "latency_ms": base_probe["median_ms"],
-                "latency_cv": base_probe["cv"], "size_bytes": packed_size(base)}
+    baseline = {
+        "accuracy": accuracy(base, test),
+        "latency_ms": base_probe["median_ms"],
+        "latency_cv": base_probe["cv"],
+        "size_bytes": packed_size(base),
+    }
     print(f"baseline {baseline}", flush=True)
 
     points, probes = [], {}
@@ -91,22 +115,35 @@ def main() -> int:
             for rank in ranks:
                 t0 = time.perf_counter()
                 # same architecture: the cached parent, annotated with this point's groups/ranks
-                point_parent, _ = trained_parent(candidate(prune, rank, 32), dataset="fashion_mnist",
-                                                 split_seed=0, recipe=recipe, train_data=data.train,
-                                                 cache_dir=Path(args.cache))
+                point_parent, _ = trained_parent(
+                    candidate(prune, rank, 32),
+                    dataset="fashion_mnist",
+                    split_seed=0,
+                    recipe=recipe,
+                    train_data=data.train,
+                    cache_dir=Path(args.cache),
+                )
                 child = shrink(point_parent, data.train, rec)
                 key = (prune, rank)
                 if key not in probes:  # latency of the float graph depends on structure only
                     probes[key] = probe_latency(
-                        fold_batchnorm(copy.deepcopy(child)), example, profile)
+                        fold_batchnorm(copy.deepcopy(child)), example, profile
+                    )
                 for wbits in BITS:
                     q = assign_bits(copy.deepcopy(child), candidate(prune, rank, wbits))
                     q, info = quantize_child(q, data.train, rec, point_parent)
-                    p = {"prune": prune, "rank": rank, "wbits": wbits,
-                         "abits": 32 if wbits == 32 else 8, "kd": kd,
-                         "accuracy": accuracy(q, test), "latency_ms": probes[key]["median_ms"],
-                         "latency_cv": probes[key]["cv"], "size_bytes": packed_size(q),
-                         "quantization": info["quantization"] if wbits < 32 else "none"}
+                    p = {
+                        "prune": prune,
+                        "rank": rank,
+                        "wbits": wbits,
+                        "abits": 32 if wbits == 32 else 8,
+                        "kd": kd,
+                        "accuracy": accuracy(q, test),
+                        "latency_ms": probes[key]["median_ms"],
+                        "latency_cv": probes[key]["cv"],
+                        "size_bytes": packed_size(q),
+                        "quantization": info["quantization"] if wbits < 32 else "none",
+                    }
                     points.append(p)
                     print(json.dumps(p), flush=True)
                 print(f"  ({prune}, {rank}, kd={kd}) {time.perf_counter() - t0:.1f} s", flush=True)
@@ -114,8 +151,12 @@ def main() -> int:
     ok = [p for p in points if p["accuracy"] >= baseline["accuracy"] - 0.01]
     best_speed = max((baseline["latency_ms"] / p["latency_ms"] for p in ok), default=0.0)
     best_size = max((baseline["size_bytes"] / p["size_bytes"] for p in ok), default=0.0)
-    both = [p for p in ok if baseline["latency_ms"] / p["latency_ms"] >= 3
-            and baseline["size_bytes"] / p["size_bytes"] >= 8]
+    both = [
+        p
+        for p in ok
+        if baseline["latency_ms"] / p["latency_ms"] >= 3
+        and baseline["size_bytes"] / p["size_bytes"] >= 8
+    ]
     result = {
         "dataset": "fashion_mnist",
         "profile": profile.name,
@@ -148,12 +189,20 @@ def plot(result: dict, path: Path) -> None:  # type: ignore[type-arg]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     colors = {32: "tab:blue", 8: "tab:orange", 4: "tab:red"}
     base = result["baseline"]
-    for ax, key, label in ((axes[0], "size_bytes", "packed size (KB, log)"),
-                           (axes[1], "latency_ms", "latency ms (TVM untuned, fp32 graph, log)")):
+    for ax, key, label in (
+        (axes[0], "size_bytes", "packed size (KB, log)"),
+        (axes[1], "latency_ms", "latency ms (TVM untuned, fp32 graph, log)"),
+    ):
         for p in result["points"]:
             x = p[key] / 1024 if key == "size_bytes" else p[key]
-            ax.scatter(x, p["accuracy"], c=colors[p["wbits"]], marker="o" if p["kd"] else "x",
-                       alpha=0.75, s=28)
+            ax.scatter(
+                x,
+                p["accuracy"],
+                c=colors[p["wbits"]],
+                marker="o" if p["kd"] else "x",
+                alpha=0.75,
+                s=28,
+            )
         bx = base[key] / 1024 if key == "size_bytes" else base[key]
         ax.scatter(bx, base["accuracy"], c="black", marker="*", s=160, label="dense fp32")
         ax.axhline(base["accuracy"] - 0.01, color="gray", ls="--", lw=0.8, label="-1 pt")
@@ -161,10 +210,14 @@ def plot(result: dict, path: Path) -> None:  # type: ignore[type-arg]
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (Fashion-MNIST)")
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=f"{b}-bit weights")
-               for b, c in colors.items()]
-    handles += [plt.Line2D([], [], color="gray", marker="o", ls="", label="with KD"),
-                plt.Line2D([], [], color="gray", marker="x", ls="", label="without KD")]
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", ls="", label=f"{b}-bit weights")
+        for b, c in colors.items()
+    ]
+    handles += [
+        plt.Line2D([], [], color="gray", marker="o", ls="", label="with KD"),
+        plt.Line2D([], [], color="gray", marker="x", ls="", label="without KD"),
+    ]
     axes[1].legend(handles=handles + axes[1].get_legend_handles_labels()[0], loc="lower right")
     fig.suptitle(f"hwnas compression on Fashion-MNIST: {result['architecture']}", fontsize=9)
     fig.tight_layout()

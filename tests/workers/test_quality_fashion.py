@@ -42,7 +42,7 @@ RECIPE = Recipe(
     batch_size=128,
     lr=3e-3,
     finetune_lr=1e-3,
-    train_subset=12_000,
+    train_subset=None,
     seed=0,
 )
 
@@ -67,7 +67,7 @@ def data() -> Splits:
     if not (FASHION / "t10k-labels-idx1-ubyte.gz").is_file():
         pytest.fail("Fashion-MNIST missing: `make test` installs dataset-fashion-mnist")
     splits = load_splits("fashion_mnist", 0)
-    idx = np.random.default_rng(0).permutation(len(splits.train))[:40_000]
+    idx = np.random.default_rng(0).permutation(len(splits.train))[:30_000]
     return Splits(
         type(splits.train)(splits.train.x[idx], splits.train.y[idx]),
         splits.val,
@@ -86,7 +86,7 @@ def _parent(cand: Candidate, data: Splits, cache: Path) -> Net:
     torch.set_num_threads(2)
     net, _ = trained_parent(
         cand,
-        dataset="fashion_mnist-40k",
+        dataset="fashion_mnist-30k",
         split_seed=0,
         recipe=RECIPE,
         train_data=data.train,
@@ -98,7 +98,7 @@ def _parent(cand: Candidate, data: Splits, cache: Path) -> Net:
 @pytest.fixture(scope="module")
 def dense_acc(data: Splits, cache: Path) -> float:
     acc = accuracy(fold_batchnorm(copy.deepcopy(_parent(_cand(), data, cache))), data.test)
-    assert acc > 0.85, f"dense parent only reaches {acc:.3f}"
+    assert acc > 0.8, f"dense parent only reaches {acc:.3f}"  # a trained model (chance: 0.1)
     return acc
 
 
