@@ -46,7 +46,7 @@ class _Recorder:
 
 def build_model(candidate: Candidate) -> Net:
     """The dense (uncompressed) network of ``candidate``, freshly initialised, annotated."""
-    builders = {"cnn": _plain_cnn, "mlp": _mlp, "mbv2": _mbv2, "resnet": _resnet}
+    builders = {"cnn": _plain, "mlp": _plain, "mbv2": _mbv2, "resnet": _resnet}
     torch.manual_seed(0)
     net, rec = builders[candidate.family](candidate)
     net.groups = [g for g in rec.groups if g.ratio > 0 and g.members]
@@ -66,45 +66,33 @@ def _head(
     return Net(family, stem, net_stages, head)
 
 
-def _plain_cnn(c: Candidate) -> tuple[Net, _Recorder]:
+def _plain(c: Candidate) -> tuple[Net, _Recorder]:
+    """Plain CNN (conv + BN + ReLU, max-pool after stride-2 stages) or MLP (linear + ReLU);
+    each layer's outputs are one channel group, read by the next layer or the head."""
     rec = _Recorder()
+    image = c.family == "cnn"
     cin, stages, prev = c.input_shape[0], [], None
     for si, st in enumerate(c.stages):
         blocks: list[nn.Module] = []
         for bi in range(st.depth):
-            comp = st.block(bi)
-            blk = ConvBNAct(cin, st.width, st.kernel)
-            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
+            comp, path = st.block(bi), f"stages.{si}.{bi}"
             g = rec.group(f"stage{si}.block{bi}.out", comp.prune)
-            rec.cba(f"stages.{si}.{bi}", g, prev)
+            blk: nn.Module
+            if image:
+                blk = ConvBNAct(cin, st.width, st.kernel)
+                rec.cba(path, g, prev)
+            else:
+                blk = DenseBlock(cin, st.width)
+                g.add(f"{path}.fc", "out")
+                if prev is not None:
+                    prev.add(f"{path}.fc", "in")
+            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
             blocks.append(blk)
             cin, prev = st.width, g
-        if st.stride == 2:
+        if image and st.stride == 2:
             blocks.append(nn.MaxPool2d(2))
         stages.append(nn.Sequential(*blocks))
-    net = _head(c, cin, stages, nn.Identity(), "cnn")
-    assert prev is not None
-    prev.add("head", "in")
-    return net, rec
-
-
-def _mlp(c: Candidate) -> tuple[Net, _Recorder]:
-    rec = _Recorder()
-    fin, stages, prev = c.input_shape[0], [], None
-    for si, st in enumerate(c.stages):
-        blocks: list[nn.Module] = []
-        for bi in range(st.depth):
-            comp = st.block(bi)
-            blk = DenseBlock(fin, st.width)
-            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
-            g = rec.group(f"stage{si}.block{bi}.out", comp.prune)
-            g.add(f"stages.{si}.{bi}.fc", "out")
-            if prev is not None:
-                prev.add(f"stages.{si}.{bi}.fc", "in")
-            blocks.append(blk)
-            fin, prev = st.width, g
-        stages.append(nn.Sequential(*blocks))
-    net = _head(c, fin, stages, nn.Identity(), "mlp")
+    net = _head(c, cin, stages, nn.Identity(), c.family)
     assert prev is not None
     prev.add("head", "in")
     return net, rec
