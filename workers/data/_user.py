@@ -30,6 +30,8 @@ class DatasetFormatError(ValueError):
 
 def validate_npz(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Parse and check an upload; return its arrays (x as float32) and a description."""
+    if not blob.startswith(b"PK"):  # np.load would try anything else as a pickle
+        raise DatasetFormatError("not a readable .npz file (an .npz is a zip archive)")
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
