@@ -77,14 +77,31 @@ class SearchSpace(ABC):
         return None  # any context fits unless a space says otherwise
 
     @classmethod
-    def validate_override(cls, key: str, values: Sequence[Any]) -> tuple[Any, ...]:
-        """Check that ``values`` narrows dimension ``key``; return them as a tuple."""
+    def validate_override(
+        cls, key: str, values: Sequence[Any] | Mapping[str, float]
+    ) -> tuple[Any, ...]:
+        """Check that ``values`` narrows dimension ``key``; return the choices as a tuple.
+
+        ``values`` is a list of choices, or a range ``{"min": a, "max": b}`` (inclusive) that
+        selects the allowed values of a numeric dimension inside it.
+        """
         dims = {d.name: d for d in cls.dimensions()}
         if key not in dims:
             raise ValueError(f"space {cls.name!r} has no dimension {key!r}; known: {sorted(dims)}")
-        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
-            raise ValueError(f"{key}: give a non-empty list of choices")
         allowed = dims[key].allowed
+        if isinstance(values, Mapping):
+            if set(values) - {"min", "max"} or not values:
+                raise ValueError(f"{key}: a range has 'min' and/or 'max', got {sorted(values)}")
+            lo, hi = values.get("min", float("-inf")), values.get("max", float("inf"))
+            if not all(isinstance(v, int | float) for v in (lo, hi)):
+                raise ValueError(f"{key}: range bounds must be numbers")
+            values = [a for a in allowed if isinstance(a, int | float) and lo <= a <= hi]
+            if not values:
+                raise ValueError(
+                    f"{key}: no allowed value in [{lo}, {hi}]; allowed: {list(allowed)}"
+                )
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+            raise ValueError(f"{key}: give a non-empty list of choices or a min/max range")
         for v in values:
             if not any(_same(v, a) for a in allowed):
                 raise ValueError(f"{key}: {v!r} is not allowed; choose from {list(allowed)}")
@@ -103,9 +120,17 @@ class SearchSpace(ABC):
                 "additionalProperties": False,
                 "properties": {
                     d.name: {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {"enum": list(d.allowed)},
+                        "oneOf": [
+                            {"type": "array", "minItems": 1, "items": {"enum": list(d.allowed)}},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "min": {"type": "number"},
+                                    "max": {"type": "number"},
+                                },
+                                "additionalProperties": False,
+                            },
+                        ],
                         "default": list(d.default),
                     }
                     for d in dims

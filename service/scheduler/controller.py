@@ -86,7 +86,7 @@ class JobController:
         ds = get_dataset(spec.dataset, self.settings.user_data_dir)
         space = get_space(spec.space)(
             SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes),
-            spec.space_overrides,
+            spec.choices(),
             spec.granularity,
         )
         max_failed = (

@@ -83,7 +83,11 @@ class JobCreate(BaseModel):
     dataset: str = Field(examples=["digits"])
     split_seed: int = Field(default=0, ge=0, le=2**31 - 1)
     space: str = Field(examples=["small_joint"])
-    space_overrides: dict[str, list[Any]] = Field(default_factory=dict)
+    space_overrides: dict[str, list[Any] | dict[str, float]] = Field(
+        default_factory=dict,
+        description="narrow a dimension: a list of choices, or {'min': a, 'max': b}",
+        examples=[{"wbits": [4, 8], "prune": {"max": 0.5}}],
+    )
     granularity: Literal["stage", "block"] = Field(
         default="stage", description="compression choices per stage, or per block"
     )
@@ -126,7 +130,9 @@ class JobCreate(BaseModel):
 
     @field_validator("space_overrides")
     @classmethod
-    def _overrides(cls, v: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
+    def _overrides(
+        cls, v: dict[str, list[Any] | dict[str, float]], info: ValidationInfo
+    ) -> dict[str, list[Any] | dict[str, float]]:
         if "space" not in info.data:
             return v
         space = get_space(info.data["space"])
@@ -173,6 +179,10 @@ class JobCreate(BaseModel):
         if len(set(out)) != len(out):
             raise ValueError(f"duplicate objectives in {v}")
         return out
+
+    def choices(self) -> dict[str, list[Any]]:
+        """The space overrides as choice lists (ranges were expanded by validation)."""
+        return {k: list(v) for k, v in self.space_overrides.items() if isinstance(v, list)}
 
     def metric_names(self) -> list[str]:
         """Metric names of the Optuna study, in objective order."""

@@ -281,9 +281,10 @@ def test_describe_is_json_with_overrides_schema(name: str) -> None:
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(dims)
     for dim_name, prop in schema["properties"].items():
-        assert prop["items"]["enum"] == dims[dim_name]["allowed"]
-        assert set(prop["default"]) <= set(prop["items"]["enum"])
-        assert prop["minItems"] == 1
+        choices = prop["oneOf"][0]
+        assert choices["items"]["enum"] == dims[dim_name]["allowed"]
+        assert set(prop["default"]) <= set(choices["items"]["enum"])
+        assert choices["minItems"] == 1
 
 
 @pytest.mark.parametrize("name", list_spaces())

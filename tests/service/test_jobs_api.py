@@ -54,6 +54,12 @@ def test_objective_latency_expands_to_every_profile(client: TestClient) -> None:
     assert job["spec"]["objectives"] == ["accuracy", "latency@x86/local", "size"]
 
 
+def test_overrides_accept_choices_and_ranges(client: TestClient) -> None:
+    spec = {**DEMO, "space_overrides": {"wbits": [4, 8], "prune": {"max": 0.25}}}
+    job = client.post("/v1/jobs", json=spec).json()
+    assert job["spec"]["space_overrides"] == {"wbits": [4, 8], "prune": [0.0, 0.25]}
+
+
 def test_cancel_queued_then_conflict(client: TestClient) -> None:
     job_id = client.post("/v1/jobs", json=DEMO).json()["id"]
     r = client.post(f"/v1/jobs/{job_id}/cancel")
@@ -94,6 +100,8 @@ BAD = [
     (["space_overrides"], {"wbits": [3]}, ["body", "space_overrides"], "3 is not allowed"),
     (["space_overrides"], {"depthh": [2]}, ["body", "space_overrides"], "no dimension 'depthh'"),
     (["sampler"], "grid", ["body", "sampler"], "nsga2"),
+    (["space_overrides"], {"prune": {"min": 0.8}}, ["body", "space_overrides"], "no allowed value"),
+    (["space_overrides"], {"prune": {"low": 0}}, ["body", "space_overrides"], "'min' and/or 'max'"),
     (["surprise"], 1, ["body", "surprise"], "Extra inputs"),
 ]
 
@@ -134,7 +142,8 @@ def test_catalog_endpoints(client: TestClient) -> None:
     spaces = {s["name"]: s for s in client.get("/v1/spaces").json()["data"]}
     assert {"cnn_small", "mlp_small", "small_joint"} <= set(spaces)
     wbits = spaces["small_joint"]["overrides_schema"]["properties"]["wbits"]
-    assert wbits["default"] == [4, 8, 32] and set(wbits["items"]["enum"]) == {2, 4, 8, 16, 32}
+    enum = wbits["oneOf"][0]["items"]["enum"]
+    assert wbits["default"] == [4, 8, 32] and set(enum) == {2, 4, 8, 16, 32}
     datasets = {d["name"]: d for d in client.get("/v1/datasets").json()["data"]}
     assert datasets["digits"]["input_shape"] == [1, 8, 8]
 
