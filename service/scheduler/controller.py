@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState as OptunaState
 
 from search_spaces import SpaceContext, get_space
+from service.db import crud
 from service.db.models import Job, JobStatus, Trial, TrialState, utcnow
 from service.db.queue import heartbeat
 from service.db.session import get_sessionmaker
@@ -225,11 +226,9 @@ class JobController:
             s.commit()
 
     def _row(self, s: Any, number: int) -> Trial:
-        from sqlalchemy import select
-
-        row = s.scalar(select(Trial).where(Trial.job_id == self.job_id, Trial.number == number))
+        row = crud.get_trial(session=s, job_id=self.job_id, number=number)
         assert row is not None
-        return row  # type: ignore[no-any-return]
+        return row
 
     def _fail(
         self,
@@ -270,11 +269,7 @@ class JobController:
             study._storage.set_trial_user_attr(t._trial_id, "fail_kind", "interrupted")
             study._storage.set_trial_state_values(t._trial_id, OptunaState.FAIL)
             with self.sessions() as s:
-                from sqlalchemy import select
-
-                row = s.scalar(
-                    select(Trial).where(Trial.job_id == self.job_id, Trial.number == t.number)
-                )
+                row = crud.get_trial(session=s, job_id=self.job_id, number=t.number)
                 if row is not None:
                     row.state, row.error, row.finished_at = (
                         TrialState.failed,

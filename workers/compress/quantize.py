@@ -129,9 +129,17 @@ class ActQuant(nn.Module):
         self.levels = 2**bits - 1
         self.scale, self.zero_point = 1.0, 0
         self.calibrating, self.ready = False, False
+        self._gen = torch.Generator().manual_seed(0)
+        self._reset()
+
+    def _reset(self) -> None:
         self._samples: list[torch.Tensor] = []
         self._lo, self._hi = float("inf"), float("-inf")
-        self._gen = torch.Generator().manual_seed(0)
+
+    def start_calibration(self) -> None:
+        """Forget any earlier range; observe the batches that follow."""
+        self._reset()
+        self.calibrating, self.ready = True, False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
@@ -164,8 +172,8 @@ class ActQuant(nn.Module):
         lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero must be exact
         self.scale = max((hi - lo) / self.levels, 1e-8)
         self.zero_point = int(min(max(round(-lo / self.scale), 0), self.levels))
-        self._samples, self.calibrating, self.ready = [], False, True
-        self._lo, self._hi = float("inf"), float("-inf")
+        self._reset()
+        self.calibrating, self.ready = False, True
 
     def _mse_range(self, v: torch.Tensor, lo: float, hi: float) -> tuple[float, float]:
         best, best_err = (lo, hi), float("inf")
@@ -211,8 +219,7 @@ def calibrate(net: Net, batches: Iterable[torch.Tensor]) -> int:
     """Run ``batches`` through ``net`` to set every ActQuant's range; returns their count."""
     quants = [m for m in net.modules() if isinstance(m, ActQuant)]
     for q in quants:
-        q.calibrating, q.ready, q._samples = True, False, []
-        q._lo, q._hi = float("inf"), float("-inf")
+        q.start_calibration()
     net.eval()
     for x in batches:
         net(x)

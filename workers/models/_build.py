@@ -98,14 +98,20 @@ def _plain(c: Candidate) -> tuple[Net, _Recorder]:
     return net, rec
 
 
+def _stem(c: Candidate, act: str) -> tuple[ConvBNAct, int]:
+    """The 3x3 stem conv of the residual families (edge bits) and its output width."""
+    assert c.stem_width is not None
+    stem = ConvBNAct(c.input_shape[0], c.stem_width, 3, act=act)
+    annotate(stem, _edge(c))
+    return stem, c.stem_width
+
+
 def _mbv2(c: Candidate) -> tuple[Net, _Recorder]:
     """Stem 3x3 conv, inverted-residual stages; the expanded (hidden) channels are pruned."""
     rec = _Recorder()
-    assert c.stem_width is not None
-    stem = ConvBNAct(c.input_shape[0], c.stem_width, 3, act="relu6")
-    annotate(stem, _edge(c))
+    stem, cin = _stem(c, "relu6")
     rec.cba("stem", None, None)
-    cin, stages = c.stem_width, []
+    stages = []
     for si, st in enumerate(c.stages):
         blocks: list[nn.Module] = []
         for bi in range(st.depth):
@@ -135,12 +141,10 @@ def _resnet(c: Candidate) -> tuple[Net, _Recorder]:
     as one group, with every conv that reads the stream resized.
     """
     rec = _Recorder()
-    assert c.stem_width is not None
-    stem = ConvBNAct(c.input_shape[0], c.stem_width, 3)
-    annotate(stem, _edge(c))
+    stem, cin = _stem(c, "relu")
     stream = rec.group("stream.stem", c.stages[0].block(0).prune)
     rec.cba("stem", stream, None)
-    cin, stages = c.stem_width, []
+    stages = []
     for si, st in enumerate(c.stages):
         blocks: list[nn.Module] = []
         for bi in range(st.depth):
