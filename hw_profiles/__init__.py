@@ -1,6 +1,7 @@
 """Hardware profiles: TOML data validated by a pydantic schema (no torch/tvm imports here)."""
 
 from hw_profiles._loader import (
+    RPC_TRACKER_ENV,
     ProfileError,
     UnknownProfileError,
     get_profile,
@@ -12,6 +13,7 @@ from hw_profiles._schema import PROFILE_SCHEMA_VERSION, Measure, Profile, Suppor
 
 __all__ = [
     "PROFILE_SCHEMA_VERSION",
+    "RPC_TRACKER_ENV",
     "Measure",
     "Profile",
     "ProfileError",

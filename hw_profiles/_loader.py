@@ -1,4 +1,8 @@
-"""Load and list hardware profiles (TOML files under this package, or HWNAS_PROFILE_DIR)."""
+"""Load and list hardware profiles (TOML files under this package, or HWNAS_PROFILE_DIR).
+
+``HWNAS_RPC_TRACKER=host:port`` points the built-in RPC profiles (``arm/*``) at your TVM RPC
+tracker instead of ``127.0.0.1:9190``; profiles from ``HWNAS_PROFILE_DIR`` keep their own.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hw_profiles._schema import Profile
+from hw_profiles._schema import Profile, check_address
 from search_spaces import HwnasError
 
 _BUILTIN = Path(__file__).resolve().parent
+RPC_TRACKER_ENV = "HWNAS_RPC_TRACKER"
 
 
 class ProfileError(HwnasError, ValueError):
@@ -30,6 +35,16 @@ def profile_dirs() -> list[Path]:
     """Built-in profiles, then any directories in ``HWNAS_PROFILE_DIR`` (os.pathsep separated)."""
     extra = [Path(p) for p in os.environ.get("HWNAS_PROFILE_DIR", "").split(os.pathsep) if p]
     return [_BUILTIN, *extra]
+
+
+def _tracker_override() -> str | None:
+    value = os.environ.get(RPC_TRACKER_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return check_address(value)
+    except ValueError as e:
+        raise ProfileError(f"{RPC_TRACKER_ENV}: {e}") from None
 
 
 def load_profile_file(path: Path) -> Profile:
@@ -50,7 +65,7 @@ def load_profile_file(path: Path) -> Profile:
 
 
 @cache
-def _all_profiles(dirs: tuple[Path, ...]) -> dict[str, Profile]:
+def _all_profiles(dirs: tuple[Path, ...], tracker: str | None) -> dict[str, Profile]:
     found: dict[str, Profile] = {}
     for d in dirs:
         for path in sorted(d.rglob("*.toml")):
@@ -60,12 +75,20 @@ def _all_profiles(dirs: tuple[Path, ...]) -> dict[str, Profile]:
                 raise ProfileError(
                     f"{path}: name {profile.name!r} must match its path {expected!r}"
                 )
+            if tracker and d == _BUILTIN and profile.measure.tracker:
+                measure = profile.measure.model_copy(update={"tracker": tracker})
+                profile = profile.model_copy(update={"measure": measure})
             found[profile.name] = profile
     return found
 
 
+def _profiles() -> dict[str, Profile]:
+    return _all_profiles(tuple(profile_dirs()), _tracker_override())
+
+
 def list_profiles() -> list[Profile]:
-    return [p for _, p in sorted(_all_profiles(tuple(profile_dirs())).items())]
+    """Every profile, sorted by name (a later directory's profile replaces an earlier one)."""
+    return [p for _, p in sorted(_profiles().items())]
 
 
 def get_profile(name: str) -> Profile:
@@ -74,7 +97,7 @@ def get_profile(name: str) -> Profile:
     Raises:
         UnknownProfileError: no such profile.
     """
-    profiles = _all_profiles(tuple(profile_dirs()))
+    profiles = _profiles()
     try:
         return profiles[name]
     except KeyError:

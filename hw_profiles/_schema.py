@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROFILE_SCHEMA_VERSION = 1
+
+
+def check_address(value: str) -> str:
+    """``value`` if it is ``host:port`` with a port in 1-65535.
+
+    Raises:
+        ValueError: anything else.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return value
 
 
 class Measure(BaseModel):
@@ -25,6 +37,11 @@ class Measure(BaseModel):
     repeat: int = Field(default=15, ge=3, le=1000)
     max_cv: float = Field(default=0.15, gt=0, le=10)
 
+    @field_validator("tracker", "host")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return None if v is None else check_address(v)
+
     @model_validator(mode="after")
     def _rpc_needs_address(self) -> Measure:
         if self.via == "rpc" and not (self.tracker and self.key) and not self.host:
@@ -33,6 +50,8 @@ class Measure(BaseModel):
 
 
 class Supports(BaseModel):
+    """Precisions the device computes natively (they decide each layer's deployed precision)."""
+
     model_config = ConfigDict(extra="forbid")
 
     int8_dot: bool = False
@@ -51,6 +70,9 @@ class Profile(BaseModel):
     measure: Measure = Measure()
     supports: Supports = Supports()
     cross_compiler: str | None = Field(default=None, description="cc used by export_library")
+    requires: str = Field(
+        default="", description="what measuring on this profile needs (shown to users)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Profile:

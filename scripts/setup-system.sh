@@ -3,6 +3,8 @@
 #   docker-compose        validates docker-compose.yml in the tests (no engine needed)
 #   postgresql            a private server for the PostgreSQL tests (scripts/with-postgres.sh)
 #   gcc, g++              TVM's export_library links compiled models
+#   gcc-aarch64-linux-gnu, binutils-aarch64-linux-gnu, libc6-dev-arm64-cross (crti.o, libc)
+#                         cross-compile models for the ARM profiles (arm/rasp4b64, arm/rasp5)
 #   dataset-fashion-mnist Fashion-MNIST at /usr/share/datasets/fashion-mnist
 set -euo pipefail
 need=()
@@ -10,6 +12,9 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
+command -v aarch64-linux-gnu-readelf >/dev/null 2>&1 || need+=(binutils-aarch64-linux-gnu)
+[ -f /usr/aarch64-linux-gnu/lib/crti.o ] || need+=(libc6-dev-arm64-cross)
 [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need+=(dataset-fashion-mnist)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,8 +1,11 @@
-"""Shared fixtures: a fresh service database per test on SQLite and on PostgreSQL."""
+"""Shared fixtures: a fresh service database per test on SQLite and on PostgreSQL; ``gpu``-marked
+tests skip on hosts without a CUDA GPU."""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,20 @@ from sqlalchemy.engine import make_url
 
 from service.db.migrate import upgrade
 from service.db.session import get_engine, get_sessionmaker
+
+
+def _has_cuda_gpu() -> bool:
+    """NVIDIA device files and ``nvidia-smi`` (no torch/tvm import at collection)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*")) and shutil.which("nvidia-smi") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _has_cuda_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: no /dev/nvidia* + nvidia-smi on this host")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 def _pg_base_url() -> str | None:

@@ -25,6 +25,13 @@ class Budget(BaseModel):
         le=10_000,
         description="the job fails when more trials than this fail (default: the trial budget)",
     )
+    tune_s: float = Field(
+        default=900.0,
+        ge=0,
+        le=86_400,
+        description="MetaSchedule seconds this job may spend on tasks the shared tuning "
+        "database lacks (probes of still-untuned tasks are flagged partial)",
+    )
 
 
 class Training(BaseModel):
@@ -143,16 +150,17 @@ class JobCreate(BaseModel):
     def _profiles(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate profiles in {v}")
-        for name in v:
-            try:
-                profile = get_profile(name)
-            except UnknownProfileError as e:
-                raise ValueError(str(e)) from None
-            if not profile.is_local:
-                raise ValueError(
-                    f"profile {name!r} is measured via {profile.measure.via!r}, which this "
-                    "service version cannot reach yet; use a local profile"
-                )
+        try:
+            profiles = [get_profile(name) for name in v]
+        except UnknownProfileError as e:
+            raise ValueError(str(e)) from None
+        from workers.probe.reach import reachability  # imports torch: only when a job comes in
+
+        reach = reachability(profiles)  # cached ~30 s, bounded by short timeouts
+        for i, name in enumerate(v):
+            ok, reason = reach[name]
+            if not ok:
+                raise ValueError(f"profiles[{i}]: profile {name!r} is not reachable: {reason}")
         return v
 
     @field_validator("objectives")

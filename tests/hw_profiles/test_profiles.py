@@ -9,6 +9,7 @@ import pytest
 
 from hw_profiles import (
     PROFILE_SCHEMA_VERSION,
+    RPC_TRACKER_ENV,
     Profile,
     ProfileError,
     UnknownProfileError,
@@ -49,9 +50,12 @@ def extra_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def test_x86_local_ships() -> None:
+SHIPPED = ["arm/rasp4b64", "arm/rasp5", "nvidia/a100", "nvidia/h100", "x86/local"]
+
+
+def test_shipped_profiles() -> None:
     names = [p.name for p in list_profiles()]
-    assert "x86/local" in names
+    assert set(SHIPPED) <= set(names)
     assert names == sorted(names)
 
 
@@ -74,6 +78,54 @@ def test_x86_local_measure_settings() -> None:
     assert p.target["kind"] == "llvm"
     assert p.measure.repeat >= 3
     assert p.measure.threads == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "mcpu", "int8_dot", "fp16"),
+    [("arm/rasp4b64", "cortex-a72", False, False), ("arm/rasp5", "cortex-a76", True, True)],
+)
+def test_arm_profiles_measure_over_rpc(name: str, mcpu: str, int8_dot: bool, fp16: bool) -> None:
+    p = get_profile(name)
+    assert p.target["mtriple"] == "aarch64-linux-gnu" and p.target["mcpu"] == mcpu
+    assert p.target["num-cores"] == 4 and "+neon" in p.target["mattr"]
+    assert ("+dotprod" in p.target["mattr"]) == int8_dot
+    assert (p.measure.via, p.measure.tracker) == ("rpc", "127.0.0.1:9190")
+    assert p.measure.key == name.split("/")[1]
+    assert (p.supports.int8_dot, p.supports.fp16) == (int8_dot, fp16)
+    assert p.cross_compiler == "aarch64-linux-gnu-gcc"
+    assert p.requires
+
+
+@pytest.mark.parametrize(("name", "arch"), [("nvidia/h100", "sm_90"), ("nvidia/a100", "sm_80")])
+def test_nvidia_profiles_measure_on_this_host(name: str, arch: str) -> None:
+    p = get_profile(name)
+    assert p.target == {"kind": "cuda", "arch": arch}
+    assert p.is_local and p.cross_compiler is None
+    assert p.supports.fp16 and p.supports.int8_dot
+    assert p.requires
+
+
+def test_rpc_tracker_env_moves_builtin_profiles_only(
+    extra_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(extra_dir, "lab/board", GOOD.format(name="lab/board"))
+    monkeypatch.setenv(RPC_TRACKER_ENV, "tracker.lab:9000")
+    assert get_profile("arm/rasp4b64").measure.tracker == "tracker.lab:9000"
+    assert get_profile("arm/rasp5").measure.tracker == "tracker.lab:9000"
+    assert get_profile("lab/board").measure.tracker == "127.0.0.1:9190"  # its own file wins
+    assert get_profile("x86/local").measure.tracker is None
+    monkeypatch.setenv(RPC_TRACKER_ENV, "no-port")
+    with pytest.raises(ProfileError, match=f"{RPC_TRACKER_ENV}: 'no-port' is not host:port"):
+        list_profiles()
+    monkeypatch.delenv(RPC_TRACKER_ENV)
+    assert get_profile("arm/rasp5").measure.tracker == "127.0.0.1:9190"
+
+
+def test_extra_dir_profile_replaces_a_builtin(extra_dir: Path) -> None:
+    text = GOOD.format(name="arm/rasp5").replace("127.0.0.1:9190", "10.0.0.7:9190")
+    _write(extra_dir, "arm/rasp5", text.replace("[target]", 'requires = "the lab Pi"\n[target]'))
+    p = get_profile("arm/rasp5")
+    assert (p.measure.tracker, p.requires) == ("10.0.0.7:9190", "the lab Pi")
 
 
 def test_extra_dir_profile_is_listed(extra_dir: Path) -> None:
@@ -154,8 +206,10 @@ def test_name_must_match_path(extra_dir: Path) -> None:
         ),
         ('name = "arm/board"\n[target\nkind = "llvm"\n', "arm/board.toml"),
         (GOOD.format(name="arm/board").replace("[measure]", "[measure]\nrepeat = 1"), "repeat"),
+        (GOOD.format(name="arm/board").replace(":9190", ""), "'127.0.0.1' is not host:port"),
+        (GOOD.format(name="arm/board").replace(":9190", ":70000"), "is not host:port"),
     ],
-    ids=["no-kind", "no-target", "schema-version", "bad-toml", "repeat-too-low"],
+    ids=["no-kind", "no-target", "schema-version", "bad-toml", "repeat-too-low", "no-port", "port"],
 )
 def test_invalid_profile_file(extra_dir: Path, text: str, message: str) -> None:
     path = _write(extra_dir, "arm/board", text)

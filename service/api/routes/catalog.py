@@ -16,17 +16,19 @@ router = APIRouter(tags=["catalog"])
 
 @router.get("/v1/profiles")
 def get_profiles() -> dict[str, Any]:
-    """Hardware profiles with their TVM target and whether this service can measure on them."""
+    """Hardware profiles with their TVM target and whether this service can measure on them now.
+
+    ``reachable`` and ``reason`` come from cheap checks cached for 30 s: this host's CPU
+    architecture, its CUDA GPUs, or the RPC tracker; ``reason`` says what was found either way.
+    """
+    from workers.probe.reach import reachability  # imports torch (workers.probe): on first use
+
+    profiles = list_profiles()
+    reach = reachability(profiles)
     data = []
-    for p in list_profiles():
-        reachable = p.is_local
-        data.append(
-            {
-                **p.model_dump(mode="json"),
-                "reachable": reachable,
-                "reason": None if reachable else "RPC measurement is not available in this version",
-            }
-        )
+    for p in profiles:
+        ok, reason = reach[p.name]
+        data.append({**p.model_dump(mode="json"), "reachable": ok, "reason": reason})
     return {"data": data, "count": len(data)}
 
 
