@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression
+.PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression \
+	bench-probes tune-profile
 
 $(STAMP): pyproject.toml
 	bash scripts/setup-system.sh
@@ -38,6 +39,15 @@ test-slow: setup
 
 bench-compression: setup  ## accuracy vs size / latency grid on Fashion-MNIST (~30 min on 2 cores)
 	$(PY) bench/compression.py --out bench/results
+
+bench-probes: setup  ## tuned TVM probe vs ONNX Runtime / PyTorch on 20 cnn_joint candidates (~45 min)
+	$(PY) bench/probes.py --out bench/results
+
+PROFILE ?= x86/local
+SPACE ?= cnn_joint
+DATASET ?= fashion_mnist
+tune-profile: setup  ## pre-tune a profile's MetaSchedule database for a space (resumable)
+	$(VENV)/bin/hwnas tune-profile $(PROFILE) --space $(SPACE) --dataset $(DATASET)
 
 serve: setup
 	$(VENV)/bin/hwnas serve

@@ -32,7 +32,7 @@ from workers.compress.pipeline import quantize_child, shrink  # noqa: E402
 from workers.data import load_splits  # noqa: E402
 from workers.models import assign_bits, example_input  # noqa: E402
 from workers.parents import trained_parent  # noqa: E402
-from workers.probe import probe_latency  # noqa: E402
+from workers.probe import probe  # noqa: E402
 from workers.train import Recipe, accuracy  # noqa: E402
 
 PRUNES = (0.0, 0.25, 0.5, 0.75)
@@ -99,7 +99,7 @@ def main() -> int:
     )
     base = fold_batchnorm(copy.deepcopy(parent).eval())
     example = example_input(dense)
-    base_probe = probe_latency(base, example, profile)
+    base_probe = probe(base, example, profile)
     baseline = {
         "accuracy": accuracy(base, test),
         "latency_ms": base_probe["median_ms"],
@@ -126,9 +126,7 @@ def main() -> int:
                 child = shrink(point_parent, data.train, rec)
                 key = (prune, rank)
                 if key not in probes:  # latency of the float graph depends on structure only
-                    probes[key] = probe_latency(
-                        fold_batchnorm(copy.deepcopy(child)), example, profile
-                    )
+                    probes[key] = probe(fold_batchnorm(copy.deepcopy(child)), example, profile)
                 for wbits in BITS:
                     q = assign_bits(copy.deepcopy(child), candidate(prune, rank, wbits))
                     q, info = quantize_child(q, data.train, rec, point_parent)

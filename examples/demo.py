@@ -86,7 +86,7 @@ def follow(client: httpx.Client, job_id: int) -> dict:
 
 
 def show_pareto(points: list[dict]) -> None:
-    table = Table(title="Pareto front (accuracy = validation; latency: TVM untuned, fp32 graph)")
+    table = Table(title="Pareto front (accuracy = validation; latency: TVM, MetaSchedule-tuned)")
     for col in (
         "trial",
         "val acc",

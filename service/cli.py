@@ -1,13 +1,16 @@
-"""``hwnas`` command line: serve (API + scheduler), api, scheduler, migrate, dashboard."""
+"""``hwnas`` command line: serve (API + scheduler), api, scheduler, migrate, dashboard,
+tune-profile."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import FrameType
 
 from service.settings import get_settings
@@ -88,6 +91,38 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_tune_profile(args: argparse.Namespace) -> int:
+    """Pre-tune the tasks ``--candidates`` sampled candidates of a space bring (resumable)."""
+    from hw_profiles import get_profile
+    from search_spaces import SpaceContext, get_space
+    from workers.data import get_dataset
+    from workers.probe.pretune import pretune, sample_candidates
+
+    settings = get_settings()
+    profile = get_profile(args.profile)
+    if not profile.is_local:
+        print(
+            f"error: tuning measures on this host; {profile.name} measures via "
+            f"{profile.measure.via}",
+            file=sys.stderr,
+        )
+        return 2
+    ds = get_dataset(args.dataset, settings.user_data_dir)
+    space = get_space(args.space)(
+        SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)
+    )
+    cands = sample_candidates(space, args.candidates, args.seed)
+    report = pretune(
+        profile,
+        cands,
+        Path(settings.tuning_dir).resolve(),
+        budget_s=args.budget_s,
+        log=lambda m: print(m, flush=True),
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hwnas", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -107,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--print-only", action="store_true", help="print the command instead")
     p.set_defaults(fn=cmd_dashboard)
+    p = sub.add_parser("tune-profile", help="pre-tune a profile's MetaSchedule database")
+    p.add_argument("profile", help="e.g. x86/local")
+    p.add_argument("--space", required=True, help="e.g. cnn_joint")
+    p.add_argument("--dataset", default="fashion_mnist", help="sets the input shape")
+    p.add_argument("--candidates", type=int, default=40, help="candidates to sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget-s", type=float, default=None, help="stop tuning after this")
+    p.set_defaults(fn=cmd_tune_profile)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

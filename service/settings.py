@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(default=60.0, gt=1, le=3600)
     worker_id: str | None = Field(default=None, description="scheduler id (default host:pid)")
     max_upload_bytes: int = Field(default=64 * 2**20, ge=1)
+    tuning_dir: Path = Field(
+        default=Path("./hwnas-data/tuning"),
+        description="MetaSchedule databases, one per profile and TVM version, shared by all jobs",
+    )
+    probe_cache_dir: Path = Field(default=Path("./hwnas-data/probe-cache"))
+    tune_per_candidate_s: float = Field(
+        default=120.0, ge=0, le=86_400, description="tuning seconds one candidate may spend"
+    )
 
     @property
     def user_data_dir(self) -> Path:

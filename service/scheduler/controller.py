@@ -60,6 +60,7 @@ class JobController:
         self.job_id = job_id
         self.worker_id = worker_id
         self.sessions = get_sessionmaker(settings.database_url)
+        self.tune_spent_s = 0.0  # MetaSchedule seconds this job's trials spent (budget.tune_s)
 
     def run(self) -> JobStatus:
         """Run the job to its end; return its final status."""
@@ -156,6 +157,12 @@ class JobController:
             "cache_dir": str(Path(self.settings.artifact_dir).resolve() / "parents"),
             "threads": self.settings.worker_threads,
             "recipe": spec.training.model_dump(),
+            "tuning_dir": str(Path(self.settings.tuning_dir).resolve()),
+            "probe_cache_dir": str(Path(self.settings.probe_cache_dir).resolve()),
+            "tune_budget_s": max(
+                0.0,
+                min(self.settings.tune_per_candidate_s, spec.budget.tune_s - self.tune_spent_s),
+            ),
         }
         in_flight[self.executor.submit(candidate, worker_spec)] = _InFlight(trial, candidate)
 
@@ -180,22 +187,14 @@ class JobController:
         t.set_user_attr("model_id", f"{self.job_id}-{t.number}")
         t.set_user_attr("timings", result["timings"])
         t.set_user_attr("parent_cache_hit", result["parent_cache_hit"])
+        partial = False
         for prof, st in result["latency"].items():
-            t.set_user_attr(
-                f"latency@{prof}",
-                {
-                    k: st[k]
-                    for k in (
-                        "median_ms",
-                        "iqr_ms",
-                        "cv",
-                        "repeat",
-                        "number",
-                        "tuning",
-                        "precision",
-                    )
-                },
-            )
+            self.tune_spent_s += float(st.get("tune_s", 0.0))
+            partial = partial or bool(st.get("partial"))
+            t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in _LATENCY_ATTRS})
+        # A latency from partly untuned code is kept but never final: infeasible for Optuna,
+        # so it stays off the Pareto front (the dashboard greys it out).
+        t.set_constraint("latency_tuned", 1.0 if partial else 0.0)
         study.tell(t, values)
         with self.sessions() as s:
             row = self._row(s, t.number)
@@ -292,6 +291,21 @@ class JobController:
             job.error = error
             job.finished_at = utcnow()
             s.commit()
+
+
+_LATENCY_ATTRS = (  # the per-profile probe stats kept as trial user attrs
+    "median_ms",
+    "iqr_ms",
+    "cv",
+    "repeat",
+    "number",
+    "tuning",
+    "partial",
+    "precision",
+    "cache_hit",
+    "tune_s",
+    "tvm_version",
+)
 
 
 def _error_message(e: BaseException) -> str:

@@ -7,6 +7,7 @@ tests/test_e2e.py.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ SPEC = {
     "space": "mlp_small",
     "space_overrides": {"depth": [1], "width": [32, 64]},
     "profiles": ["x86/local"],
-    "budget": {"trials": 3},
+    "budget": {"trials": 3, "tune_s": 300},
     "training": {"epochs": 2, "finetune_epochs": 1},
     "seed": 1,
 }
@@ -71,6 +72,19 @@ class InlineExecutor:
         self.cancelled.append(handle.n)
 
 
+TUNING = Path(tempfile.mkdtemp(prefix="hwnas-test-tuning-"))  # shared: later jobs reuse records
+
+
+def _settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=db_url,
+        artifact_dir=tmp_path,
+        poll_interval_s=0.01,
+        tuning_dir=TUNING,
+        probe_cache_dir=tmp_path / "probe-cache",
+    )
+
+
 def _submit(url: str, spec: dict[str, Any]) -> int:
     with get_sessionmaker(url)() as s:
         job = crud.create_job(session=s, job_in=JobCreate.model_validate(spec))
@@ -79,7 +93,7 @@ def _submit(url: str, spec: dict[str, Any]) -> int:
 
 
 def test_job_runs_to_budget_and_keeps_failures(db_url: str, tmp_path: Path) -> None:
-    settings = Settings(database_url=db_url, artifact_dir=tmp_path, poll_interval_s=0.01)
+    settings = _settings(db_url, tmp_path)
     job_id = _submit(db_url, SPEC)
     executor = InlineExecutor(fail_numbers={1})
     status = JobController(settings, executor, job_id, "test").run()
@@ -94,7 +108,9 @@ def test_job_runs_to_budget_and_keeps_failures(db_url: str, tmp_path: Path) -> N
     assert "injected failure" in failed[0].user_attrs["error"]
     for t in complete:
         assert 0 < t.values[0] <= 1 and t.values[1] > 0 and t.values[2] > 0
-        assert t.user_attrs["latency@x86/local"]["tuning"] == "untuned"
+        lat = t.user_attrs["latency@x86/local"]
+        assert lat["tuning"] == "metaschedule" and lat["partial"] is False
+    assert {t.number for t in study.best_trials} <= {t.number for t in complete}
 
     with get_sessionmaker(db_url)() as s:
         job = s.get(Job, job_id)
@@ -111,7 +127,7 @@ def test_job_runs_to_budget_and_keeps_failures(db_url: str, tmp_path: Path) -> N
 
 
 def test_cancel_stops_in_flight_trials(db_url: str, tmp_path: Path) -> None:
-    settings = Settings(database_url=db_url, artifact_dir=tmp_path, poll_interval_s=0.01)
+    settings = _settings(db_url, tmp_path)
     spec = {**SPEC, "budget": {"trials": 10}}
     job_id = _submit(db_url, spec)
 
@@ -138,7 +154,7 @@ def test_cancel_stops_in_flight_trials(db_url: str, tmp_path: Path) -> None:
 
 
 def test_interrupted_trials_fail_with_reason_on_restart(db_url: str, tmp_path: Path) -> None:
-    settings = Settings(database_url=db_url, artifact_dir=tmp_path, poll_interval_s=0.01)
+    settings = _settings(db_url, tmp_path)
     spec = {**SPEC, "budget": {"trials": 1}}
     job_id = _submit(db_url, spec)
     from service.scheduler.study import open_study

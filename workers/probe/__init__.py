@@ -1,6 +1,16 @@
 """TVM latency probes (TVM is imported lazily: ~3 s)."""
 
 from workers.probe._stats import summarize
-from workers.probe.tvm_probe import ProbeError, probe_latency, resolve_target
+from workers.probe.core import ProbeOptions, probe
+from workers.probe.errors import ProbeBusyError, ProbeError, ProbeTransientError
+from workers.probe.targets import resolve_target
 
-__all__ = ["ProbeError", "probe_latency", "resolve_target", "summarize"]
+__all__ = [
+    "ProbeBusyError",
+    "ProbeError",
+    "ProbeOptions",
+    "ProbeTransientError",
+    "probe",
+    "resolve_target",
+    "summarize",
+]

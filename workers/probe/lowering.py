@@ -1,0 +1,226 @@
+"""Lower a compressed network to Relax with each layer at the precision it deploys at.
+
+Per conv / linear (its ``hw`` bits and the activation quantizer in front of it):
+
+- ``int8``: weights <= 8 bits and 8-bit activations. The layer becomes the custom op
+  ``hwnas::qconv2d`` / ``hwnas::qlinear``; in PyTorch it computes the fake-quant reference, in
+  Relax it is real integer arithmetic: quantize the input to int8 (asymmetric, the calibrated
+  scale and zero point), pad with the zero point, an int8 x int8 -> int32 conv / matmul, subtract
+  the zero-point correction, then requantize (int32 -> float, times input scale x per-channel
+  weight scale, plus bias) in the compiled graph.
+- ``fp16``: weights and activations <= 16 bits on a profile that supports fp16 (CUDA): the
+  layer computes in float16 between casts.
+- ``fp32``: everything else (activation quantizers dropped: float compute).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hw_profiles import Profile
+from workers.compress.quantize import ActQuant, QuantInput, quantize_int
+from workers.models import set_module, spec_of
+
+
+@torch.library.custom_op("hwnas::qconv2d", mutates_args=())
+def qconv2d(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor,
+    x_scale: float,
+    x_zp: int,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> torch.Tensor:
+    """Fake-quant reference of the int8 conv (``x_zp`` in the int8 domain)."""
+    xd = (torch.clamp(torch.round(x / x_scale) + x_zp, -128, 127) - x_zp) * x_scale
+    w = w_q.to(x.dtype) * w_scale.view(-1, 1, 1, 1)
+    return F.conv2d(xd, w, bias, stride, padding, dilation, groups)
+
+
+@qconv2d.register_fake
+def _(x, w_q, w_scale, bias, x_scale, x_zp, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
+    return F.conv2d(x, w_q.to(x.dtype), bias, stride, padding, dilation, groups)
+
+
+@torch.library.custom_op("hwnas::qlinear", mutates_args=())
+def qlinear(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor,
+    x_scale: float,
+    x_zp: int,
+) -> torch.Tensor:
+    """Fake-quant reference of the int8 linear layer."""
+    xd = (torch.clamp(torch.round(x / x_scale) + x_zp, -128, 127) - x_zp) * x_scale
+    return F.linear(xd, w_q.to(x.dtype) * w_scale.view(-1, 1), bias)
+
+
+@qlinear.register_fake
+def _(x, w_q, w_scale, bias, x_scale, x_zp):  # type: ignore[no-untyped-def]
+    return F.linear(x, w_q.to(x.dtype), bias)
+
+
+class _Int8Layer(nn.Module):
+    """Integer weights + scales of one conv / linear and its input quantizer."""
+
+    w_q: torch.Tensor
+    w_scale: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, act: ActQuant) -> None:
+        super().__init__()
+        q, scale = quantize_int(layer.weight.detach(), min(spec_of(layer).wbits, 8))
+        self.register_buffer("w_q", q.to(torch.int8))
+        self.register_buffer("w_scale", scale.float())
+        b = layer.bias.detach() if layer.bias is not None else torch.zeros(q.shape[0])
+        self.register_buffer("bias", b.float().clone())
+        self.x_scale = float(act.scale)
+        self.x_zp = int(act.zero_point) - 128  # uint8 levels shifted into int8
+        self.conv: tuple[list[int], list[int], list[int], int] | None = None
+        if isinstance(layer, nn.Conv2d):
+            pad = layer.padding
+            if isinstance(pad, str):
+                raise ValueError(f"string padding {pad!r} is not supported by the int8 lowering")
+            self.conv = (list(layer.stride), list(pad), list(layer.dilation), layer.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = (x, self.w_q, self.w_scale, self.bias, self.x_scale, self.x_zp)
+        out: torch.Tensor = qlinear(*a) if self.conv is None else qconv2d(*a, *self.conv)
+        return out
+
+
+class _Half(nn.Module):
+    """Compute ``layer`` in float16 between casts."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = copy.deepcopy(layer).half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.layer(x.half()).float()
+        return out
+
+
+def layer_precision(wbits: int, act: ActQuant | None, profile: Profile) -> str:
+    """``int8``, ``fp16`` or ``fp32``: what a layer computes in on ``profile``."""
+    abits = act.bits if act is not None and act.ready else 32
+    if wbits <= 8 and abits <= 8:
+        return "int8"
+    if profile.supports.fp16 and wbits <= 16 and abits <= 16:
+        return "fp16"
+    return "fp32"
+
+
+def deployable(net: nn.Module, profile: Profile) -> tuple[nn.Module, dict[str, int]]:
+    """A copy of ``net`` with every layer at its deployed precision, and the layer counts per
+    precision. Calling the copy in PyTorch computes the same as the fake-quant ``net``."""
+    out = copy.deepcopy(net).eval()
+    counts: Counter[str] = Counter()
+    modules = list(out.named_modules())
+    wrapped = {f"{n}.layer" for n, m in modules if isinstance(m, QuantInput)}
+    for name, m in modules:
+        layer: nn.Module | None = None
+        act: ActQuant | None = None
+        if isinstance(m, QuantInput) and isinstance(m.layer, nn.Conv2d | nn.Linear):
+            layer, act = m.layer, m.act
+        elif isinstance(m, nn.Conv2d | nn.Linear) and name not in wrapped:
+            layer = m
+        if layer is None:
+            continue
+        precision = layer_precision(spec_of(layer).wbits, act, profile)
+        counts[precision] += 1
+        new: nn.Module = layer
+        if precision == "int8":
+            assert act is not None and isinstance(layer, nn.Conv2d | nn.Linear)
+            new = _Int8Layer(layer, act)
+        elif precision == "fp16":
+            new = _Half(layer)
+        if new is not m:
+            set_module(out, name, new)
+    return out, dict(counts)
+
+
+def _relax_qconv2d(node: Any, importer: Any) -> Any:
+    from tvm import relax
+
+    x, w_q, w_scale, bias = (importer.env[a] for a in node.args[:4])
+    x_scale, x_zp, stride, padding, dilation, groups = node.args[4:10]
+    bb = importer.block_builder
+    xq = _quantize(bb, x, x_scale, x_zp)
+    if any(padding):
+        pad = [0, 0, 0, 0, padding[0], padding[0], padding[1], padding[1]]
+        xq = bb.emit(relax.op.nn.pad(xq, pad, pad_value=float(x_zp)))
+    acc = bb.emit(relax.op.nn.conv2d(xq, w_q, stride, 0, dilation, groups, out_dtype="int32"))
+    return _requantize(bb, acc, w_q, w_scale, bias, x_scale, x_zp, axes=[1, 2, 3], nd=4)
+
+
+def _relax_qlinear(node: Any, importer: Any) -> Any:
+    from tvm import relax
+
+    x, w_q, w_scale, bias = (importer.env[a] for a in node.args[:4])
+    x_scale, x_zp = node.args[4:6]
+    bb = importer.block_builder
+    xq = _quantize(bb, x, x_scale, x_zp)
+    wt = bb.emit(relax.op.permute_dims(w_q))
+    acc = bb.emit(relax.op.matmul(xq, wt, out_dtype="int32"))
+    return _requantize(bb, acc, w_q, w_scale, bias, x_scale, x_zp, axes=[1], nd=2)
+
+
+def _quantize(bb: Any, x: Any, scale: float, zp: int) -> Any:
+    from tvm import relax
+
+    f = relax.const
+    q = bb.emit(relax.op.round(bb.emit(relax.op.divide(x, f(scale, "float32")))))
+    q = bb.emit(relax.op.clip(bb.emit(relax.op.add(q, f(float(zp), "float32"))), -128, 127))
+    return bb.emit(relax.op.astype(q, "int8"))
+
+
+def _requantize(
+    bb: Any,
+    acc: Any,
+    w_q: Any,
+    w_scale: Any,
+    bias: Any,
+    x_scale: float,
+    x_zp: int,
+    *,
+    axes: list[int],
+    nd: int,
+) -> Any:
+    """int32 accumulator -> float: subtract zp x sum(w), scale per channel, add bias."""
+    from tvm import relax
+
+    shape = [1, -1] + [1] * (nd - 2)
+    e = bb.emit
+    if x_zp:
+        w_sum = e(relax.op.sum(e(relax.op.astype(w_q, "int32")), axis=axes))
+        corr = e(relax.op.multiply(w_sum, relax.const(x_zp, "int32")))
+        acc = e(relax.op.subtract(acc, e(relax.op.reshape(corr, shape))))
+    scale = e(relax.op.multiply(w_scale, relax.const(x_scale, "float32")))
+    y = e(relax.op.multiply(e(relax.op.astype(acc, "float32")), e(relax.op.reshape(scale, shape))))
+    return e(relax.op.add(y, e(relax.op.reshape(bias, shape))))
+
+
+CUSTOM_CONVERTERS = {"qconv2d.default": _relax_qconv2d, "qlinear.default": _relax_qlinear}
+
+
+def to_relax(model: nn.Module, example: torch.Tensor) -> Any:
+    """torch.export the eval-mode ``model`` (e.g. from :func:`deployable`) into Relax."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    with torch.no_grad():
+        ep = torch.export.export(model.eval(), (example,))
+    return from_exported_program(
+        ep, unwrap_unit_return_tuple=True, custom_convert_map=CUSTOM_CONVERTERS
+    )

@@ -1,0 +1,33 @@
+"""The compressed structure of a candidate without training: what a probe needs to know.
+
+Latency depends on shapes, layer types and precisions, not on trained weights, so a probe can
+run before training (a pre-filter, a tuning grid): build the network, prune by L1 at the
+candidate's ratios, factorize at its ranks, fold BN, and calibrate the activation quantizers
+on random inputs. The lowered graph is the one the trained candidate will have, so it hits the
+same tuning records and probe-cache entries.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from search_spaces import Candidate
+from workers.compress import factorize_model, fold_batchnorm, prune_model
+from workers.compress.quantize import attach_act_quant, calibrate, quantize_weights
+from workers.models import Net, build_model, example_input
+
+
+@torch.no_grad()
+def structural_model(cand: Candidate, seed: int = 0) -> Net:
+    """The untrained ``cand`` compressed as the real pipeline would shape it."""
+    torch.manual_seed(seed)
+    net = build_model(cand).eval()
+    prune_model(net, "l1")
+    factorize_model(net)
+    fold_batchnorm(net)
+    if attach_act_quant(net):
+        g = torch.Generator().manual_seed(seed)
+        shape = example_input(cand).shape[1:]
+        calibrate(net, [torch.randn(32, *shape, generator=g)])
+    quantize_weights(net)
+    return net.eval()

@@ -1,0 +1,268 @@
+"""MetaSchedule tuning: one database per profile and TVM version, shared by every job.
+
+TVM's default CPU schedules are serial and unvectorised (20-70x slower than ONNX Runtime here,
+and they can mis-rank candidates), so a CPU latency is only reported from tuned code. The
+flow per candidate: fuse the Relax module exactly as ``compile_relax`` does (so task keys
+match), extract its tuning tasks, tune only those with no record (within a budget), compile
+with the database; a task still without a record makes the probe ``partial``.
+
+The settings are the ones that worked on these 2-core machines (FACTS.md): the defaults time
+out in LocalBuilder and leave tasks without a valid record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hw_profiles import Profile
+from workers.probe._intrin import load_cpu_intrinsics
+from workers.probe.targets import tvm
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """MetaSchedule knobs (small populations: tasks here are tiny and cores are few)."""
+
+    trials_per_task: int = 8
+    light_trials: int = 3
+    chunk: int = 2
+    population_size: int = 64
+    init_min_unmeasured: int = 16
+    genetic_num_iters: int = 2
+    builder_workers: int = 2
+    builder_timeout_s: float = 120
+    runner_timeout_s: float = 60
+    number: int = 3
+    repeat: int = 1
+    min_repeat_ms: int = 20
+    seed: int = 0
+
+
+def db_dir(root: Path, profile: Profile, target: Any) -> Path:
+    """``root/<profile>/tvm-<version>-<target hash>``: records are only valid for the exact
+    target (a different CPU gets its own database) and TVM version."""
+    t = tvm()
+    h = hashlib.sha256(str(target).encode()).hexdigest()[:10]
+    return root / profile.name.replace("/", "__") / f"tvm-{t.__version__}-{h}"
+
+
+def open_db(path: Path) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    path.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(path))
+
+
+@contextlib.contextmanager
+def db_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on a database directory (several processes may tune one profile)."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fuse(mod: Any, target: Any) -> Any:
+    """Decompose, legalize and fuse ``mod`` the way ``ms.relax_integration.compile_relax``
+    does, so the extracted tasks are the ones the compiler will look up."""
+    t = tvm()
+    from tvm import relax
+    from tvm.relax import pipeline
+
+    try:
+        dispatch = list(pipeline.library_dispatch_passes(target))
+    except (ValueError, AttributeError):
+        dispatch = []
+    seq = [
+        *dispatch,
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    with target:
+        return t.transform.Sequential(seq)(prepare(mod))
+
+
+def prepare(mod: Any) -> Any:
+    """The inference-mode rewrites applied before both fusing and compiling."""
+    from tvm import relax
+
+    mod = relax.transform.DecomposeOpsForInference()(mod)
+    return relax.transform.CanonicalizeBindings()(mod)
+
+
+def extract(fused: Any, target: Any) -> list[Any]:
+    from tvm.s_tir import meta_schedule as ms
+
+    return list(ms.relax_integration.extract_tasks(fused, target))
+
+
+def missing(tasks: list[Any], db: Any) -> list[Any]:
+    """The tasks with no valid tuning record in ``db``."""
+    return [t for t in tasks if _record(t, db) is None]
+
+
+def _record(task: Any, db: Any) -> Any:
+    return db.query_tuning_record(task.dispatched[0], task.target, task.task_name)
+
+
+def records_digest(tasks: list[Any], db: Any) -> str:
+    """A hash of the records ``tasks`` compile with: the tuning state part of a cache key
+    (a newly tuned task changes it, so an old measurement is not reused)."""
+    h = hashlib.sha256()
+    for task in sorted(tasks, key=lambda t: t.task_name):
+        rec = _record(task, db)
+        h.update(task.task_name.encode())
+        h.update(b"none" if rec is None else json.dumps(rec.as_json(), default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def task_key(task: Any) -> str:
+    """A stable id of a task's workload (structural hash of its TIR)."""
+    from tvm_ffi import structural_hash
+
+    return f"{task.task_name}:{structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:x}"
+
+
+def is_heavy(task: Any) -> bool:
+    """Convolutions and matmuls carry the latency; pooling, means and element-wise tasks are
+    tuned with fewer trials."""
+    name = task.task_name
+    return "conv" in name or "matmul" in name or "dense" in name
+
+
+def tune(
+    tasks: list[Any],
+    db: Any,
+    work_dir: Path,
+    *,
+    settings: TuneSettings = TuneSettings(),
+    budget_s: float | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Tune ``tasks`` into ``db``, a few at a time, until done or ``budget_s`` is spent.
+
+    Heavy tasks (conv / matmul) go first with ``trials_per_task`` trials, light ones get
+    ``light_trials``. The budget is checked between chunks of ``chunk`` tasks, so a run may
+    overshoot it by one chunk. Records are committed as each chunk finishes: an interrupted
+    run resumes where it stopped.
+
+    Returns:
+        ``tuned`` (tasks with a record now), ``failed`` (tried, still no valid record, e.g.
+        every trial failed to build), ``skipped`` (not tried: budget spent), ``seconds``.
+    """
+    from workers.probe._builder import PersistentBuilder
+
+    t0 = time.perf_counter()
+    heavy = [t for t in tasks if is_heavy(t)]
+    light = [t for t in tasks if not is_heavy(t)]
+    chunks = [(c, settings.trials_per_task) for c in _chunks(heavy, settings.chunk)]
+    chunks += [(c, settings.light_trials) for c in _chunks(light, settings.chunk)]
+    tried: list[Any] = []
+    untried: list[Any] = []
+    load_cpu_intrinsics()
+    ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
+    if ms_log.level == logging.NOTSET:  # its console handler takes this level; files keep all
+        ms_log.setLevel(logging.WARNING)
+    builder = PersistentBuilder(
+        max_workers=settings.builder_workers,
+        timeout_sec=settings.builder_timeout_s,
+        initializer=load_cpu_intrinsics,
+    )
+    try:
+        for chunk, trials in chunks:
+            if budget_s is not None and time.perf_counter() - t0 >= budget_s:
+                untried += chunk
+                continue
+            if progress:
+                progress(len(tried), len(tasks), ", ".join(t.task_name for t in chunk))
+            _tune_chunk(chunk, trials, db, work_dir, settings, builder)
+            tried += chunk
+    finally:
+        builder.close()
+    if progress:
+        progress(len(tried), len(tasks), "done")
+    failed, skipped = len(missing(tried, db)), len(missing(untried, db))
+    return {
+        "tuned": len(tasks) - failed - skipped,
+        "failed": failed,
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _chunks(items: list[Any], n: int) -> list[list[Any]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def _tune_chunk(
+    tasks: list[Any],
+    trials: int,
+    db: Any,
+    work_dir: Path,
+    settings: TuneSettings,
+    builder: Any,
+) -> None:
+    from tvm.s_tir import meta_schedule as ms
+
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks,
+        str(work_dir),
+        strategy=ms.search_strategy.EvolutionarySearch(
+            population_size=settings.population_size,
+            init_min_unmeasured=min(settings.init_min_unmeasured, trials),
+            genetic_num_iters=settings.genetic_num_iters,
+        ),
+        num_threads=settings.builder_workers,
+        seed=settings.seed,
+    )
+    if not contexts:  # already scheduled (e.g. a library call): nothing to tune
+        return
+    ms.tune_tasks(
+        tasks=contexts,
+        task_weights=weights,
+        work_dir=str(work_dir),
+        max_trials_global=trials * len(contexts),
+        max_trials_per_task=trials,
+        num_trials_per_iter=trials,
+        builder=builder,
+        runner=ms.runner.LocalRunner(
+            timeout_sec=settings.runner_timeout_s,
+            evaluator_config=ms.runner.EvaluatorConfig(
+                number=settings.number,
+                repeat=settings.repeat,
+                min_repeat_ms=settings.min_repeat_ms,
+            ),
+        ),
+        database=db,
+        cost_model=_cost_model(),
+    )
+
+
+def _cost_model() -> str:
+    try:
+        import xgboost  # noqa: F401
+    except ImportError:  # pragma: no cover - xgboost-cpu is a pinned dependency
+        return "random"
+    return "xgb"
+
+
+def compile_tuned(mod: Any, target: Any, db: Any) -> Any:
+    """Compile with the tuned schedules in ``db`` (untuned tasks get default schedules)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.relax_integration.compile_relax(db, prepare(mod), target, params=None)
