@@ -1,0 +1,260 @@
+"""Probe benchmark: can the tuned TVM probe's latencies be trusted to rank candidates?
+
+On ``--candidates`` candidates of ``cnn_joint`` (Fashion-MNIST shapes, 1x28x28, batch 1, one
+thread), each one's compressed structure is probed untuned and tuned, and the same model is
+timed in ONNX Runtime (the QDQ export) and PyTorch eager, in one run:
+
+1. pre-tune: the tasks of ``--pretune-candidates`` other sampled candidates are tuned into the
+   database (as ``hwnas tune-profile`` does), within ``--pretune-budget-s``;
+2. per benchmark candidate: the probe tunes only the tasks still missing (``--tune-budget-s``
+   each: ``tune_s_per_new_candidate``), then compiles with the database and measures
+   (``compile_measure_s``);
+3. cache hit rate: the probe-cache keys of ``--hit-trials`` sampled trials (the lowered
+   structure, as the probe computes it), counting repeats.
+
+Latency depends on structure, not trained weights, so the models are the untrained
+compressed structures (``workers.probe.structure``); no data is loaded.
+
+Usage: python bench/probes.py [--quick] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hw_profiles import get_profile  # noqa: E402
+from search_spaces import Candidate, SpaceContext, get_space  # noqa: E402
+from workers.export import export_onnx  # noqa: E402
+from workers.models import example_input  # noqa: E402
+from workers.probe import ProbeOptions, probe  # noqa: E402
+from workers.probe.cache import structure_hash  # noqa: E402
+from workers.probe.lowering import deployable, to_relax  # noqa: E402
+from workers.probe.pretune import pretune, sample_candidates  # noqa: E402
+from workers.probe.structure import structural_model  # noqa: E402
+
+
+def _median_ms(fn: Any, warmup: int = 10, repeat: int = 15, number: int = 20) -> float:
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(number):
+            fn()
+        runs.append((time.perf_counter() - t) / number * 1e3)
+    return float(np.median(runs))
+
+
+def ort_ms(model: torch.nn.Module, example: torch.Tensor) -> float:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        export_onnx(model, example, path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feed = {"input": example.numpy()}
+    return _median_ms(lambda: sess.run(None, feed))
+
+
+def torch_ms(model: torch.nn.Module, example: torch.Tensor) -> float:
+    with torch.no_grad():
+        return _median_ms(lambda: model(example))
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def hit_rate(cands: list[Candidate], profile: Any) -> dict[str, Any]:
+    seen: set[str] = set()
+    hits = 0
+    for c in cands:
+        dep, _ = deployable(structural_model(c), profile)
+        key = structure_hash(to_relax(dep, example_input(c)))
+        hits += key in seen
+        seen.add(key)
+    return {"trials": len(cands), "hits": hits, "distinct": len(seen)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--profile", default="x86/local")
+    ap.add_argument("--space", default="cnn_joint")
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--pretune-candidates", type=int, default=30)
+    ap.add_argument("--pretune-budget-s", type=float, default=800)
+    ap.add_argument("--tune-budget-s", type=float, default=45)
+    ap.add_argument("--hit-trials", type=int, default=200)
+    ap.add_argument("--work", type=Path, default=Path("hwnas-data/bench-probes"))
+    ap.add_argument("--quick", action="store_true", help="3 candidates, small budgets")
+    a = ap.parse_args()
+    if a.quick:
+        a.candidates, a.pretune_candidates, a.hit_trials = 3, 2, 10
+        a.pretune_budget_s, a.tune_budget_s = 60, 20
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    profile = get_profile(a.profile)
+    space = get_space(a.space)(SpaceContext(input_shape=(1, 28, 28), num_classes=10))
+    tuning_root, cache_dir = a.work / "tuning", a.work / "probe-cache"
+
+    print(f"pre-tuning the tasks of {a.pretune_candidates} candidates ...", flush=True)
+    pre = pretune(
+        profile,
+        sample_candidates(space, a.pretune_candidates, seed=1),
+        tuning_root,
+        budget_s=a.pretune_budget_s,
+        log=lambda m: print("  " + m, flush=True),
+    )
+    print(json.dumps(pre), flush=True)
+
+    tuned_opts = ProbeOptions(
+        tuning_root=tuning_root, cache_dir=cache_dir, tune_budget_s=a.tune_budget_s
+    )
+    rows = []
+    for i, cand in enumerate(sample_candidates(space, a.candidates, seed=2)):
+        model = structural_model(cand)
+        x = example_input(cand)
+        check = torch.randn(64, *x.shape[1:], generator=torch.Generator().manual_seed(i))
+        untuned = probe(model, x, profile, check_inputs=check)
+        tuned = probe(model, x, profile, options=tuned_opts, check_inputs=check)
+        dep, _ = deployable(model, profile)
+        row = {
+            "hash": cand.structural_hash(),
+            "summary": cand.summary(),
+            "probe_ms": tuned["median_ms"],
+            "probe_cv": tuned["cv"],
+            "probe_iqr_ms": tuned["iqr_ms"],
+            "partial": tuned["partial"],
+            "tasks": tuned["tasks"],
+            "untuned_tasks": len(tuned["untuned_tasks"]),
+            "tune_s": tuned["tune_s"],
+            "compile_measure_s": round(tuned["compile_s"] + tuned["measure_s"], 3),
+            "tuned_ms": tuned["median_ms"],
+            "untuned_ms": untuned["median_ms"],
+            "ort_ms": ort_ms(model, x),
+            "torch_ms": torch_ms(model, x),
+            "precision": tuned["precision"],
+            "argmax_agreement": tuned["argmax_agreement"],
+        }
+        rows.append(row)
+        print(
+            f"[{i + 1}/{a.candidates}] tuned {row['tuned_ms']:.3f} ms (cv {row['probe_cv']:.2f}, "
+            f"tune {row['tune_s']:.0f}s, {row['untuned_tasks']}/{row['tasks']} untuned) "
+            f"untuned {row['untuned_ms']:.3f} ort {row['ort_ms']:.3f} torch {row['torch_ms']:.3f}",
+            flush=True,
+        )
+
+    print(f"cache keys of {a.hit_trials} sampled trials ...", flush=True)
+    hits = hit_rate(sample_candidates(space, a.hit_trials, seed=3), profile)
+    tuned_ms = [r["tuned_ms"] for r in rows]
+    ort = [r["ort_ms"] for r in rows]
+    result = {
+        "profile": a.profile,
+        "space": a.space,
+        "input_shape": [1, 1, 28, 28],
+        "threads": 1,
+        "n_candidates": len(rows),
+        "spearman_probe_vs_ort": spearman(tuned_ms, ort),
+        "spearman_untuned_vs_ort": spearman([r["untuned_ms"] for r in rows], ort),
+        "tuned_over_ort_median": float(np.median(np.array(tuned_ms) / np.array(ort))),
+        "untuned_over_ort_median": float(
+            np.median(np.array([r["untuned_ms"] for r in rows]) / np.array(ort))
+        ),
+        "torch_over_ort_median": float(
+            np.median(np.array([r["torch_ms"] for r in rows]) / np.array(ort))
+        ),
+        "compile_measure_s_median": float(np.median([r["compile_measure_s"] for r in rows])),
+        "tune_s_per_new_candidate": float(np.mean([r["tune_s"] for r in rows])),
+        "partial_candidates": sum(r["partial"] for r in rows),
+        "cache_hit_rate": hits["hits"] / hits["trials"],
+        "cache_hits": hits,
+        "pretune": pre,
+        "settings": {
+            "pretune_budget_s": a.pretune_budget_s,
+            "tune_budget_s": a.tune_budget_s,
+            "quick": a.quick,
+        },
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "candidates": rows,
+    }
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "probes.json").write_text(json.dumps(result, indent=2))
+    plot(result, a.out / "probes.png")
+    print(json.dumps({k: v for k, v in result.items() if k != "candidates"}, indent=2))
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = r["candidates"]
+    ort = [c["ort_ms"] for c in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+    for key, label, marker in (
+        ("tuned_ms", "TVM tuned (reported)", "o"),
+        ("untuned_ms", "TVM untuned", "x"),
+        ("torch_ms", "PyTorch eager", "^"),
+    ):
+        ax1.scatter(ort, [c[key] for c in rows], label=label, marker=marker)
+    partial = [c for c in rows if c["partial"]]
+    if partial:
+        ax1.scatter(
+            [c["ort_ms"] for c in partial],
+            [c["tuned_ms"] for c in partial],
+            facecolors="none",
+            edgecolors="red",
+            s=120,
+            label="partial (untuned tasks left)",
+        )
+    lo, hi = min(ort) * 0.5, max(max(c["untuned_ms"] for c in rows), max(ort)) * 2
+    ax1.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = ORT")
+    ax1.set(xscale="log", yscale="log", xlabel="ONNX Runtime ms", ylabel="ms")
+    ax1.set_title(
+        f"{r['profile']}, {r['n_candidates']} {r['space']} candidates: Spearman tuned vs ORT "
+        f"{r['spearman_probe_vs_ort']:.2f}",
+        fontsize=9,
+    )
+    ax1.legend(fontsize=8)
+    idx = np.arange(len(rows))
+    ax2.bar(idx, [c["tune_s"] for c in rows], label="tuning new tasks (s)")
+    ax2.bar(
+        idx,
+        [c["compile_measure_s"] for c in rows],
+        bottom=[c["tune_s"] for c in rows],
+        label="compile with DB + measure (s)",
+    )
+    ax2.set(xlabel="candidate", ylabel="seconds")
+    ax2.set_title(
+        f"tuned/ORT median {r['tuned_over_ort_median']:.2f}, untuned/ORT "
+        f"{r['untuned_over_ort_median']:.1f}; cache hits {r['cache_hit_rate']:.0%}",
+        fontsize=9,
+    )
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
