@@ -97,15 +97,17 @@ def cmd_tune_profile(args: argparse.Namespace) -> int:
     from search_spaces import SpaceContext, get_space
     from workers.data import get_dataset
     from workers.probe.pretune import pretune, sample_candidates
+    from workers.probe.reach import reachable
+    from workers.probe.tuning import can_tune
 
     settings = get_settings()
     profile = get_profile(args.profile)
-    if not profile.is_local:
-        print(
-            f"error: tuning measures on this host; {profile.name} measures via "
-            f"{profile.measure.via}",
-            file=sys.stderr,
-        )
+    if not can_tune(profile):
+        print(f"error: {profile.name}: tuning over RPC needs a tracker and a key", file=sys.stderr)
+        return 2
+    ok, reason = reachable(profile)
+    if not ok:
+        print(f"error: profile {profile.name!r} is not reachable: {reason}", file=sys.stderr)
         return 2
     ds = get_dataset(args.dataset, settings.user_data_dir)
     space = get_space(args.space)(

@@ -134,6 +134,19 @@ def test_arm_cross_compile_gives_an_aarch64_library(
         assert "DYN" in header.stdout  # a shared object the board's RPC server can load
 
 
+def test_tuning_builder_exports_candidates_for_the_board(relax_mod: Any) -> None:
+    """MetaSchedule's builder workers export tuning candidates with the profile's cross
+    compiler (registered by worker_init), so an ARM board's RPC runner can load them."""
+    from tvm_ffi import get_global_func
+
+    from workers.probe._builder import EXPORT_CROSS, worker_init
+
+    profile = get_profile("arm/rasp4b64")
+    worker_init(_cross_compiler(profile))
+    path = Path(get_global_func(EXPORT_CROSS)(_compile(relax_mod, profile).mod))
+    assert path.suffix == ".so" and _elf_machine(path) == EM_AARCH64
+
+
 # --- CUDA without a GPU -------------------------------------------------------------------------
 
 

@@ -413,3 +413,18 @@ def test_stalled_handshake_is_abandoned(
         )
     assert time.monotonic() - t0 < 5
     assert address in str(info.value) and "after 2 attempt(s)" in str(info.value)
+
+
+@pytest.mark.slow
+def test_probe_tunes_and_measures_through_the_tracker(env: Env, tmp_path: Path) -> None:
+    """The whole probe against a board behind a tracker: MetaSchedule's RPC runner tunes the
+    candidate's tasks there, then the tuned library is measured over RPC."""
+    from workers.probe import ProbeOptions, probe
+
+    profile = _profile(tracker=f"127.0.0.1:{env.tracker}", key=KEY, threads=1)
+    x = torch.from_numpy(np.concatenate(_inputs(32)))
+    opts = ProbeOptions(tuning_root=tmp_path / "tuning", tune_budget_s=600)
+    stats = probe(env.net, x[:1], profile, options=opts, check_inputs=x)
+    assert stats["via"] == "rpc" and stats["rpc"] == f"tracker 127.0.0.1:{env.tracker} {KEY}"
+    assert stats["tuning"] == "metaschedule" and stats["partial"] is False, stats["untuned_tasks"]
+    assert stats["argmax_agreement"] == 1.0 and stats["median_ms"] > 0

@@ -4,10 +4,15 @@
 leak in long-lived workers); each worker then imports TVM and torch again, ~3 s on these
 machines, which is about half of tuning one small task. This builder reuses its pool and
 recycles it every ``recycle_after`` batches instead.
+
+For boards measured over RPC the candidates are exported as shared libraries linked by the
+profile's cross compiler (:func:`worker_init` registers that export in each worker).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +33,10 @@ class PersistentBuilder(PyBuilder):  # type: ignore[misc]
         timeout_sec: float,
         initializer: Callable[[], None] | None = None,
         recycle_after: int = 50,
+        f_export: str | None = None,
     ) -> None:
         super().__init__()
+        self.f_export = f_export  # a global function name registered by the initializer
         self.max_workers, self.timeout_sec = max_workers, timeout_sec
         self.initializer, self.recycle_after = initializer, recycle_after
         self._pool: PopenPoolExecutor | None = None
@@ -67,3 +74,23 @@ class PersistentBuilder(PyBuilder):  # type: ignore[misc]
 
 def _text(value: Any) -> str:
     return str(value)[-2000:]
+
+
+EXPORT_CROSS = "hwnas.meta_schedule.export_cross"
+
+
+def worker_init(cross_compiler: str | None = None) -> None:
+    """Builder worker set-up: CPU tensor intrinsics, and the cross-compiling export."""
+    from tvm_ffi import register_global_func
+
+    from workers.probe._intrin import load_cpu_intrinsics
+
+    load_cpu_intrinsics()
+    if cross_compiler:
+
+        def export(mod: Any) -> str:
+            path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
+            mod.export_library(path, cc=cross_compiler)
+            return path
+
+        register_global_func(EXPORT_CROSS, export, override=True)

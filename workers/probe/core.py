@@ -145,8 +145,15 @@ def _tuning_state(mod: Any, target: Any, profile: Profile, opt: ProbeOptions) ->
     with tuning.db_lock(path):
         db = tuning.open_db(path)
         todo = tuning.missing(tasks, db)
-        if todo and opt.tune_budget_s > 0 and profile.is_local:
-            tuning.tune(todo, db, path / "work", settings=opt.settings, budget_s=opt.tune_budget_s)
+        if todo and opt.tune_budget_s > 0 and tuning.can_tune(profile):
+            tuning.tune(
+                todo,
+                db,
+                path / "work",
+                settings=opt.settings,
+                budget_s=opt.tune_budget_s,
+                profile=profile,
+            )
             todo = tuning.missing(tasks, db)
         digest = tuning.records_digest(tasks, db)
     tune_s = time.perf_counter() - t0

@@ -85,6 +85,7 @@ def pretune(
             settings=settings or tuning.TuneSettings(),
             budget_s=remaining,
             progress=progress,
+            profile=profile,
         )
     return {
         "candidates": len(candidates),

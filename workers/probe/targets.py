@@ -17,11 +17,15 @@ def tvm() -> Any:
 
 
 def resolve_target(profile: Profile) -> Any:
-    """The ``tvm.target.Target`` of ``profile``; ``mcpu = "host"`` becomes this machine's CPU."""
+    """The ``tvm.target.Target`` of ``profile``; ``mcpu = "host"`` becomes this machine's CPU,
+    and a CPU target without ``num-cores`` gets the profile's thread count (MetaSchedule needs
+    it)."""
     t = tvm()
     spec = dict(profile.target)
     if spec.get("mcpu") == "host":
         spec["mcpu"] = t.target.codegen.llvm_get_system_cpu()
+    if spec.get("kind") == "llvm":
+        spec.setdefault("num-cores", profile.measure.threads)
     return t.target.Target(spec)
 
 

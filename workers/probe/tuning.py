@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -153,8 +154,12 @@ def tune(
     settings: TuneSettings = TuneSettings(),
     budget_s: float | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
     """Tune ``tasks`` into ``db``, a few at a time, until done or ``budget_s`` is spent.
+
+    Candidates run on this host, or, for a ``profile`` measured via an RPC tracker, on the
+    tracker's devices (built with the profile's cross compiler).
 
     Heavy tasks (conv / matmul) go first with ``trials_per_task`` trials, light ones get
     ``light_trials``. The budget is checked between chunks of ``chunk`` tasks, so a run may
@@ -165,7 +170,7 @@ def tune(
         ``tuned`` (tasks with a record now), ``failed`` (tried, still no valid record, e.g.
         every trial failed to build), ``skipped`` (not tried: budget spent), ``seconds``.
     """
-    from workers.probe._builder import PersistentBuilder
+    from workers.probe._builder import EXPORT_CROSS, PersistentBuilder, worker_init
 
     t0 = time.perf_counter()
     heavy = [t for t in tasks if is_heavy(t)]
@@ -178,11 +183,14 @@ def tune(
     ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
     if ms_log.level == logging.NOTSET:  # its console handler takes this level; files keep all
         ms_log.setLevel(logging.WARNING)
+    cc = profile.cross_compiler if profile is not None else None
     builder = PersistentBuilder(
         max_workers=settings.builder_workers,
         timeout_sec=settings.builder_timeout_s,
-        initializer=load_cpu_intrinsics,
+        initializer=functools.partial(worker_init, cc),
+        f_export=EXPORT_CROSS if cc else None,
     )
+    runner = _runner(profile, settings)
     try:
         for chunk, trials in chunks:
             if budget_s is not None and time.perf_counter() - t0 >= budget_s:
@@ -190,7 +198,7 @@ def tune(
                 continue
             if progress:
                 progress(len(tried), len(tasks), ", ".join(t.task_name for t in chunk))
-            _tune_chunk(chunk, trials, db, work_dir, settings, builder)
+            _tune_chunk(chunk, trials, db, work_dir, settings, builder, runner)
             tried += chunk
     finally:
         builder.close()
@@ -216,6 +224,7 @@ def _tune_chunk(
     work_dir: Path,
     settings: TuneSettings,
     builder: Any,
+    runner: Any,
 ) -> None:
     from tvm.s_tir import meta_schedule as ms
 
@@ -240,16 +249,42 @@ def _tune_chunk(
         max_trials_per_task=trials,
         num_trials_per_iter=trials,
         builder=builder,
-        runner=ms.runner.LocalRunner(
-            timeout_sec=settings.runner_timeout_s,
-            evaluator_config=ms.runner.EvaluatorConfig(
-                number=settings.number,
-                repeat=settings.repeat,
-                min_repeat_ms=settings.min_repeat_ms,
-            ),
-        ),
+        runner=runner,
         database=db,
         cost_model=_cost_model(),
+    )
+
+
+def can_tune(profile: Profile) -> bool:
+    """Local profiles tune on this host; RPC profiles through their tracker (MetaSchedule's
+    RPC runner needs one: a direct-host profile can only use records tuned elsewhere)."""
+    return profile.is_local or bool(profile.measure.tracker and profile.measure.key)
+
+
+def _runner(profile: Profile | None, settings: TuneSettings) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(
+        number=settings.number, repeat=settings.repeat, min_repeat_ms=settings.min_repeat_ms
+    )
+    if profile is None or profile.is_local:
+        return ms.runner.LocalRunner(
+            timeout_sec=settings.runner_timeout_s, evaluator_config=evaluator
+        )
+    m = profile.measure
+    if not can_tune(profile):
+        raise ValueError(f"profile {profile.name!r}: tuning over RPC needs a tracker and a key")
+    host, _, port = str(m.tracker).rpartition(":")
+    return ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(
+            tracker_host=host,
+            tracker_port=int(port),
+            tracker_key=m.key,
+            session_priority=1,
+            session_timeout_sec=m.session_timeout_s,
+        ),
+        evaluator_config=evaluator,
+        max_workers=1,
     )
 
 
