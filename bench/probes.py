@@ -9,8 +9,8 @@ timed in ONNX Runtime (the QDQ export) and PyTorch eager, in one run:
 2. per benchmark candidate: the probe tunes only the tasks still missing (``--tune-budget-s``
    each: ``tune_s_per_new_candidate``), then compiles with the database and measures
    (``compile_measure_s``);
-3. cache hit rate: the probe-cache keys of ``--hit-trials`` sampled trials (the lowered
-   structure, as the probe computes it), counting repeats.
+3. cache hit rate: over ``--hit-trials`` uniformly sampled trials, the share whose lowered
+   structure (the structure part of the probe-cache key) an earlier trial already had.
 
 Latency depends on structure, not trained weights, so the models are the untrained
 compressed structures (``workers.probe.structure``); no data is loaded.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -41,7 +42,7 @@ from search_spaces import Candidate, SpaceContext, get_space  # noqa: E402
 from workers.export import export_onnx  # noqa: E402
 from workers.models import example_input  # noqa: E402
 from workers.probe import ProbeOptions, probe  # noqa: E402
-from workers.probe.cache import structure_hash  # noqa: E402
+from workers.probe.cache import structure_hash, tensor_shapes  # noqa: E402
 from workers.probe.lowering import deployable, to_relax  # noqa: E402
 from workers.probe.pretune import pretune, sample_candidates  # noqa: E402
 from workers.probe.structure import structural_model  # noqa: E402
@@ -78,7 +79,9 @@ def torch_ms(model: torch.nn.Module, example: torch.Tensor) -> float:
         return _median_ms(lambda: model(example))
 
 
-def spearman(a: list[float], b: list[float]) -> float:
+def spearman(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 3:
+        return None
     ra = np.argsort(np.argsort(a)).astype(float)
     rb = np.argsort(np.argsort(b)).astype(float)
     return float(np.corrcoef(ra, rb)[0, 1])
@@ -89,7 +92,7 @@ def hit_rate(cands: list[Candidate], profile: Any) -> dict[str, Any]:
     hits = 0
     for c in cands:
         dep, _ = deployable(structural_model(c), profile)
-        key = structure_hash(to_relax(dep, example_input(c)))
+        key = structure_hash(to_relax(dep, example_input(c)), tensor_shapes(dep))
         hits += key in seen
         seen.add(key)
     return {"trials": len(cands), "hits": hits, "distinct": len(seen)}
@@ -107,7 +110,12 @@ def main() -> None:
     ap.add_argument("--hit-trials", type=int, default=200)
     ap.add_argument("--work", type=Path, default=Path("hwnas-data/bench-probes"))
     ap.add_argument("--quick", action="store_true", help="3 candidates, small budgets")
+    ap.add_argument(
+        "--reuse", action="store_true", help="keep --work's tuning database and probe cache"
+    )
     a = ap.parse_args()
+    if a.work.exists() and not a.reuse:  # one run: nothing measured earlier is reported
+        shutil.rmtree(a.work)
     if a.quick:
         a.candidates, a.pretune_candidates, a.hit_trials = 3, 2, 10
         a.pretune_budget_s, a.tune_budget_s = 60, 20
@@ -148,13 +156,14 @@ def main() -> None:
             "tasks": tuned["tasks"],
             "untuned_tasks": len(tuned["untuned_tasks"]),
             "tune_s": tuned["tune_s"],
-            "compile_measure_s": round(tuned["compile_s"] + tuned["measure_s"], 3),
+            "compile_measure_s": round(tuned.get("compile_s", 0) + tuned.get("measure_s", 0), 3),
+            "cache_hit": tuned["cache_hit"],
             "tuned_ms": tuned["median_ms"],
             "untuned_ms": untuned["median_ms"],
             "ort_ms": ort_ms(model, x),
             "torch_ms": torch_ms(model, x),
             "precision": tuned["precision"],
-            "argmax_agreement": tuned["argmax_agreement"],
+            "argmax_agreement": tuned.get("argmax_agreement"),
         }
         rows.append(row)
         print(
@@ -176,6 +185,10 @@ def main() -> None:
         "n_candidates": len(rows),
         "spearman_probe_vs_ort": spearman(tuned_ms, ort),
         "spearman_untuned_vs_ort": spearman([r["untuned_ms"] for r in rows], ort),
+        "spearman_probe_vs_ort_fully_tuned": spearman(
+            [r["tuned_ms"] for r in rows if not r["partial"]],
+            [r["ort_ms"] for r in rows if not r["partial"]],
+        ),
         "tuned_over_ort_median": float(np.median(np.array(tuned_ms) / np.array(ort))),
         "untuned_over_ort_median": float(
             np.median(np.array([r["untuned_ms"] for r in rows]) / np.array(ort))
@@ -233,7 +246,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     ax1.set(xscale="log", yscale="log", xlabel="ONNX Runtime ms", ylabel="ms")
     ax1.set_title(
         f"{r['profile']}, {r['n_candidates']} {r['space']} candidates: Spearman tuned vs ORT "
-        f"{r['spearman_probe_vs_ort']:.2f}",
+        f"{r['spearman_probe_vs_ort'] or float('nan'):.2f}",
         fontsize=9,
     )
     ax1.legend(fontsize=8)

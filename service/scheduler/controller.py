@@ -26,6 +26,7 @@ from service.scheduler.study import open_study
 from service.schemas import JobCreate
 from service.settings import Settings
 from workers.data import get_dataset
+from workers.probe.errors import ProbeTransientError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Executor(Protocol):
 class _InFlight:
     trial: optuna.trial.Trial
     candidate: dict[str, Any]
+    tune_reserved_s: float = 0.0
 
 
 class JobController:
@@ -61,6 +63,7 @@ class JobController:
         self.worker_id = worker_id
         self.sessions = get_sessionmaker(settings.database_url)
         self.tune_spent_s = 0.0  # MetaSchedule seconds this job's trials spent (budget.tune_s)
+        self.tune_reserved_s = 0.0  # ... and what the trials in flight may still spend
 
     def run(self) -> JobStatus:
         """Run the job to its end; return its final status."""
@@ -159,20 +162,30 @@ class JobController:
             "recipe": spec.training.model_dump(),
             "tuning_dir": str(Path(self.settings.tuning_dir).resolve()),
             "probe_cache_dir": str(Path(self.settings.probe_cache_dir).resolve()),
-            "tune_budget_s": max(
-                0.0,
-                min(self.settings.tune_per_candidate_s, spec.budget.tune_s - self.tune_spent_s),
-            ),
+            "tune_budget_s": (tune_s := self._reserve_tuning(spec, len(spec.profiles))),
         }
-        in_flight[self.executor.submit(candidate, worker_spec)] = _InFlight(trial, candidate)
+        item = _InFlight(trial, candidate, tune_s * len(spec.profiles))
+        in_flight[self.executor.submit(candidate, worker_spec)] = item
+
+    def _reserve_tuning(self, spec: JobCreate, profiles: int) -> float:
+        """Tuning seconds a new trial may spend per profile: its share of what the job's
+        ``budget.tune_s`` has left after what was spent and what trials in flight hold."""
+        left = spec.budget.tune_s - self.tune_spent_s - self.tune_reserved_s
+        per_profile = max(0.0, min(self.settings.tune_per_candidate_s, left / profiles))
+        self.tune_reserved_s += per_profile * profiles
+        return per_profile
 
     def _collect(self, study: optuna.Study, spec: JobCreate, item: _InFlight, handle: Any) -> None:
+        self.tune_reserved_s -= item.tune_reserved_s
         try:
             result = self.executor.result(handle)
         except Exception as e:
             msg = _error_message(e)
-            log.warning("trial %s failed: %s", item.trial.number, msg)
-            self._fail(study, item.trial, msg)
+            # A device that failed or stayed busy is not the candidate's fault: recorded, but
+            # not counted against max_failed.
+            kind = "device" if isinstance(e, ProbeTransientError) else "error"
+            log.warning("trial %s failed (%s): %s", item.trial.number, kind, msg)
+            self._fail(study, item.trial, msg, kind=kind)
             return
         m = result["metrics"]
         values = []
@@ -192,9 +205,10 @@ class JobController:
             self.tune_spent_s += float(st.get("tune_s", 0.0))
             partial = partial or bool(st.get("partial"))
             t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in _LATENCY_ATTRS})
-        # A latency from partly untuned code is kept but never final: infeasible for Optuna,
-        # so it stays off the Pareto front (the dashboard greys it out).
-        t.set_constraint("latency_tuned", 1.0 if partial else 0.0)
+        if any(n.startswith("latency_ms@") for n in spec.metric_names()):
+            # A latency from partly untuned code is kept but never final: infeasible for
+            # Optuna, so it stays off best_trials (/pareto, /best) and the dashboard's front.
+            t.set_constraint("latency_tuned", 1.0 if partial else 0.0)
         study.tell(t, values)
         with self.sessions() as s:
             row = self._row(s, t.number)
@@ -236,16 +250,19 @@ class JobController:
         message: str,
         *,
         cancelled: bool = False,
+        kind: str = "error",
     ) -> None:
+        """FAIL ``trial``; ``kind`` "error" (the candidate's fault, counted against
+        max_failed), "device" (a probe device failed) or, with ``cancelled``, "cancelled"."""
         trial.set_user_attr("error", message[:2000])
-        trial.set_user_attr("fail_kind", "cancelled" if cancelled else "error")
+        trial.set_user_attr("fail_kind", "cancelled" if cancelled else kind)
         study.tell(trial, state=OptunaState.FAIL)
         with self.sessions() as s:
             row = self._row(s, trial.number)
             row.state = TrialState.cancelled if cancelled else TrialState.failed
             row.error = message
             row.finished_at = utcnow()
-            if not cancelled:
+            if not cancelled and kind == "error":
                 job = s.get(Job, self.job_id)
                 assert job is not None
                 job.trials_failed += 1

@@ -26,6 +26,7 @@ from service.scheduler.study import load_study
 from service.schemas import JobCreate
 from service.settings import Settings
 from workers.evaluate import evaluate_candidate
+from workers.probe import ProbeTransientError
 
 SPEC = {
     "dataset": "digits",
@@ -48,8 +49,14 @@ class InlineExecutor:
 
     capacity = 2
 
-    def __init__(self, fail_numbers: set[int], on_result: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        fail_numbers: set[int],
+        on_result: Callable[[int], None] | None = None,
+        device_fail_numbers: frozenset[int] = frozenset(),
+    ):
         self.fail_numbers = fail_numbers
+        self.device_fail_numbers = device_fail_numbers
         self.on_result = on_result
         self.cancelled: list[int] = []
         self._n = 0
@@ -66,6 +73,8 @@ class InlineExecutor:
             self.on_result(handle.n)
         if handle.n in self.fail_numbers:
             raise RuntimeError(f"injected failure in submission {handle.n}")
+        if handle.n in self.device_fail_numbers:
+            raise ProbeTransientError(f"injected: RPC server gone in submission {handle.n}")
         return evaluate_candidate(handle.candidate, handle.spec)
 
     def cancel(self, handle: Any) -> None:
@@ -169,3 +178,19 @@ def test_interrupted_trials_fail_with_reason_on_restart(db_url: str, tmp_path: P
     t = load_study(db_url, job_id).trials[orphan.number]
     assert t.state == OptunaState.FAIL and "interrupted" in t.user_attrs["error"]
     assert isinstance(optuna.__version__, str)
+
+
+def test_device_failures_are_recorded_but_not_counted(db_url: str, tmp_path: Path) -> None:
+    """A probe device that fails (ProbeTransientError) is not the candidate's fault: the trial
+    is FAIL with kind "device", and it counts neither against max_failed nor trials_failed."""
+    spec = {**SPEC, "budget": {"trials": 1, "max_failed": 0, "tune_s": 300}}
+    job_id = _submit(db_url, spec)
+    executor = InlineExecutor(set(), device_fail_numbers=frozenset({0}))
+    status = JobController(_settings(db_url, tmp_path), executor, job_id, "test").run()
+    assert status == JobStatus.succeeded
+    failed = load_study(db_url, job_id).get_trials(states=(OptunaState.FAIL,))
+    assert len(failed) == 1 and failed[0].user_attrs["fail_kind"] == "device"
+    assert "RPC server gone" in failed[0].user_attrs["error"]
+    with get_sessionmaker(db_url)() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and (job.trials_complete, job.trials_failed) == (1, 0)

@@ -206,3 +206,24 @@ def test_tuned_probe_ranks_pruned_below_dense_and_caches(tmp_path: Path) -> None
     again = probe(_net(big), example, profile, options=opts)  # other weights, same structure
     assert again["cache_hit"] and again["median_ms"] == t_dense["median_ms"]
     assert again["tune_s"] < 5
+
+
+def test_int8_tasks_do_not_depend_on_calibration() -> None:
+    """Scales and zero points are tensor constants, not literals in the kernels: the same
+    structure calibrated on other data brings the same tuning tasks (records carry over)."""
+    from workers.probe import tuning
+    from workers.probe.lowering import deployable, to_relax
+    from workers.probe.targets import resolve_target
+
+    profile = get_profile("x86/local")
+    target = resolve_target(profile)
+    cand = candidate("cnn", wbits=8, abits=8)
+    keys = []
+    for shift in (0.0, 3.0):
+        net = fold_batchnorm(net_of(cand))
+        attach_act_quant(net)
+        calibrate(net, [inputs(cand, batch=64, seed=s) + shift for s in range(2)])
+        dep, _ = deployable(quantize_weights(net), profile)
+        fused = tuning.fuse(to_relax(dep, inputs(cand, batch=1)), target)
+        keys.append(sorted(tuning.task_key(t) for t in tuning.extract(fused, target)))
+    assert keys[0] == keys[1]

@@ -60,7 +60,10 @@ class PersistentBuilder(PyBuilder):  # type: ignore[misc]
             self._pool = None
 
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
-        args = [(None, None, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
+        args = [
+            (None, self.f_export, b.mod, b.target, _serialize_params(b.params))
+            for b in build_inputs
+        ]
         results: list[BuilderResult] = []
         for r in self._get_pool().map_with_error_catching(lambda a: _worker_func(*a), args):
             if r.status == StatusKind.COMPLETE:

@@ -9,14 +9,14 @@ structure measure it once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from workers.probe._locks import flocked
 
 _SCALAR = re.compile(r"R\.const\((-?[0-9.]+(?:e[-+]?[0-9]+)?|-?inf|nan)")
 _PAD_VALUE = re.compile(r"pad_value=[^,)]+")
@@ -28,8 +28,15 @@ def structure_text(mod: Any) -> str:
     return _PAD_VALUE.sub("pad_value=#", _SCALAR.sub("R.const(#", text))
 
 
-def structure_hash(mod: Any) -> str:
-    return hashlib.sha256(structure_text(mod).encode()).hexdigest()[:20]
+def structure_hash(mod: Any, extra: str = "") -> str:
+    """Hash of :func:`structure_text` plus ``extra`` (e.g. the constants' shapes)."""
+    return hashlib.sha256((structure_text(mod) + "|" + extra).encode()).hexdigest()[:20]
+
+
+def tensor_shapes(model: Any) -> str:
+    """Every weight / buffer's shape and dtype of the (deployable) PyTorch model: the script
+    leaves constants out, and e.g. a 3x3 and a 4x4 conv can give the same output shapes."""
+    return ";".join(f"{n}:{tuple(v.shape)}:{v.dtype}" for n, v in model.state_dict().items())
 
 
 def cache_key(structure: str, *parts: str) -> str:
@@ -62,14 +69,6 @@ class ProbeCache:
         tmp.write_text(json.dumps(stats, sort_keys=True))
         tmp.replace(path)
 
-    @contextlib.contextmanager
-    def locked(self, key: str) -> Iterator[None]:
+    def locked(self, key: str) -> contextlib.AbstractContextManager[None]:
         """Hold ``key`` while measuring it, so a concurrent probe waits and then hits."""
-        path = self._path(key).with_suffix(".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return flocked(self._path(key).with_suffix(".lock"))

@@ -12,7 +12,6 @@ search must not treat it as final.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import tempfile
 import time
@@ -26,13 +25,27 @@ from torch import nn
 
 from hw_profiles import Profile
 from workers.probe import tuning
-from workers.probe.cache import ProbeCache, cache_key, structure_hash
+from workers.probe.cache import ProbeCache, cache_key, structure_hash, tensor_shapes
 from workers.probe.errors import ProbeError
 from workers.probe.lowering import deployable, to_relax
 from workers.probe.measure import run_outputs, time_vm
 from workers.probe.targets import device_of, is_gpu, resolve_target, tvm
 
 MIN_ARGMAX_AGREEMENT = 0.99
+# What the probe cache keeps: the measurement of a lowered structure (numerics are per model).
+TIMING_FIELDS = (
+    "median_ms",
+    "iqr_ms",
+    "cv",
+    "min_ms",
+    "max_ms",
+    "repeat",
+    "number",
+    "remeasured",
+    "measure_s",
+    "remote_threads",
+    "rpc",
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,6 @@ def probe(
             fault).
     """
     t = tvm()
-    t0 = time.perf_counter()
     try:
         dep, precision = deployable(model, profile)
         mod = to_relax(dep, example)
@@ -97,8 +109,15 @@ def probe(
         raise
     except Exception as e:  # TVM raises many types (TVMError, ValueError, ...)
         raise ProbeError(f"lowering for {profile.name} failed: {type(e).__name__}: {e}") from e
-    structure = structure_hash(mod)
-    key = cache_key(structure, profile.name, str(target), t.__version__, state["digest"])
+    structure = structure_hash(mod, tensor_shapes(dep))
+    key = cache_key(
+        structure,
+        profile.name,
+        str(target),
+        t.__version__,
+        state["digest"],
+        profile.measure.model_dump_json(),
+    )
     common = {
         "precision": precision,
         "structure": structure,
@@ -116,21 +135,27 @@ def probe(
     lock = cache.locked(key) if cache else contextlib.nullcontext()
     with lock:
         hit = cache.get(key) if cache else None
-        if hit is not None and library_path is None:
-            return {**hit, **common, "cache_hit": True, "lower_s": _since(t0)}
+        if hit is not None and library_path is None:  # e.g. a pre-filter: timing only
+            return {**hit, **common, "cache_hit": True, "numerics_checked": False}
+        # A library is wanted (a job's bundle): compile and check this candidate's numerics;
+        # on a hit the timing of the same lowered structure is reused, not measured again.
         stats = _compile_and_measure(
-            model, dep, mod, example, profile, target, state, check_inputs, library_path
+            model,
+            mod,
+            example,
+            profile,
+            target,
+            state,
+            check_inputs,
+            library_path,
+            time_it=hit is None,
         )
-        if hit is not None:  # compiled only for the library: keep the first measurement
-            return {**hit, **common, "cache_hit": True, "lower_s": _since(t0)}
+        if hit is not None:
+            return {**stats, **hit, **common, "cache_hit": True}
         stats = {**stats, **common, "cache_hit": False}
         if cache is not None and not state["partial"]:
-            cache.put(key, stats)
+            cache.put(key, {k: stats[k] for k in TIMING_FIELDS if k in stats})
     return stats
-
-
-def _since(t0: float) -> float:
-    return round(time.perf_counter() - t0, 3)
 
 
 def _tuning_state(mod: Any, target: Any, profile: Profile, opt: ProbeOptions) -> dict[str, Any]:
@@ -141,11 +166,12 @@ def _tuning_state(mod: Any, target: Any, profile: Profile, opt: ProbeOptions) ->
         return _state("untuned", None, [], ["*"], 0.0, "untuned")
     path = tuning.db_dir(opt.tuning_root, profile, target)
     tasks = tuning.extract(tuning.fuse(mod, target), target)
-    t0 = time.perf_counter()
+    tune_s = 0.0
     with tuning.db_lock(path):
         db = tuning.open_db(path)
         todo = tuning.missing(tasks, db)
         if todo and opt.tune_budget_s > 0 and tuning.can_tune(profile):
+            t0 = time.perf_counter()  # waiting for the lock is not this candidate's tuning
             tuning.tune(
                 todo,
                 db,
@@ -154,9 +180,9 @@ def _tuning_state(mod: Any, target: Any, profile: Profile, opt: ProbeOptions) ->
                 budget_s=opt.tune_budget_s,
                 profile=profile,
             )
+            tune_s = time.perf_counter() - t0
             todo = tuning.missing(tasks, db)
         digest = tuning.records_digest(tasks, db)
-    tune_s = time.perf_counter() - t0
     return _state("metaschedule", db, tasks, [x.task_name for x in todo], tune_s, digest)
 
 
@@ -176,7 +202,6 @@ def _state(
 
 def _compile_and_measure(
     model: nn.Module,
-    dep: nn.Module,
     mod: Any,
     example: torch.Tensor,
     profile: Profile,
@@ -184,12 +209,16 @@ def _compile_and_measure(
     state: dict[str, Any],
     check_inputs: torch.Tensor | None,
     library_path: Path | None,
+    *,
+    time_it: bool = True,
 ) -> dict[str, Any]:
     t = tvm()
     from tvm import relax
 
     batch = example if check_inputs is None else check_inputs
     singles = [batch[i : i + 1].numpy() for i in range(batch.shape[0])]
+    if is_gpu(profile):  # CUDA source is compiled when the module is loaded on the GPU
+        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
     try:
         t0 = time.perf_counter()
         if state["db"] is not None:
@@ -202,17 +231,17 @@ def _compile_and_measure(
             library_path.parent.mkdir(parents=True, exist_ok=True)
             ex.export_library(str(library_path), **_export_kwargs(profile))
         t1 = time.perf_counter()
+        stats: dict[str, Any] = {}
         if profile.is_local:
-            if is_gpu(profile):
-                importlib.import_module("tvm.support.nvcc")  # registers the CUDA compiler
-
-                os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
             dev = device_of(profile)
             vm = relax.VirtualMachine(ex, dev)
             outputs = run_outputs(vm, dev, singles)
-            stats = time_vm(vm, dev, example.numpy(), profile.measure)
-        else:
+            if time_it:
+                stats = time_vm(vm, dev, example.numpy(), profile.measure)
+        elif time_it:
             outputs, stats = _measure_remote(ex, example, singles, profile, library_path)
+        else:  # cached timing; checking numerics would need a board session: skipped
+            return {"compile_s": round(time.perf_counter() - t0, 3), "numerics_checked": False}
         measure_s = time.perf_counter() - t1
     except ProbeError:
         raise
@@ -226,14 +255,17 @@ def _compile_and_measure(
             f"compiled graph for {profile.name} disagrees with PyTorch: argmax agreement "
             f"{agree:.3f} < {MIN_ARGMAX_AGREEMENT} on {len(singles)} inputs"
         )
-    return {
+    out = {
         **stats,
         "argmax_agreement": agree,
         "n_checked": len(singles),
+        "numerics_checked": True,
         "max_abs_err": float(np.abs(outputs - ref).max()),
         "compile_s": round(compile_s, 3),
-        "measure_s": round(measure_s, 3),
     }
+    if time_it:
+        out["measure_s"] = round(measure_s, 3)
+    return out
 
 
 def _export_kwargs(profile: Profile) -> dict[str, Any]:

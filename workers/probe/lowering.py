@@ -157,10 +157,10 @@ def _relax_qconv2d(node: Any, importer: Any) -> Any:
     x, w_q, w_scale, bias = (importer.env[a] for a in node.args[:4])
     x_scale, x_zp, stride, padding, dilation, groups = node.args[4:10]
     bb = importer.block_builder
-    xq = _quantize(bb, x, x_scale, x_zp)
-    if any(padding):
+    if any(padding):  # pad the float input with 0.0: it quantizes to the zero point exactly
         pad = [0, 0, 0, 0, padding[0], padding[0], padding[1], padding[1]]
-        xq = bb.emit(relax.op.nn.pad(xq, pad, pad_value=float(x_zp)))
+        x = bb.emit(relax.op.nn.pad(x, pad, pad_value=0.0))
+    xq = _quantize(bb, x, x_scale, x_zp)
     acc = bb.emit(relax.op.nn.conv2d(xq, w_q, stride, 0, dilation, groups, out_dtype="int32"))
     return _requantize(bb, acc, w_q, w_scale, bias, x_scale, x_zp, axes=[1, 2, 3], nd=4)
 
@@ -178,12 +178,22 @@ def _relax_qlinear(node: Any, importer: Any) -> Any:
 
 
 def _quantize(bb: Any, x: Any, scale: float, zp: int) -> Any:
+    """float -> int8 levels. Scale and zero point are 1-element tensor constants, not literals,
+    so the compiled kernels (and their tuning records) do not depend on calibration values."""
     from tvm import relax
 
-    f = relax.const
-    q = bb.emit(relax.op.round(bb.emit(relax.op.divide(x, f(scale, "float32")))))
-    q = bb.emit(relax.op.clip(bb.emit(relax.op.add(q, f(float(zp), "float32"))), -128, 127))
+    s = _scalar_tensor(scale)
+    z = _scalar_tensor(float(zp))
+    q = bb.emit(relax.op.round(bb.emit(relax.op.divide(x, s))))
+    q = bb.emit(relax.op.clip(bb.emit(relax.op.add(q, z)), -128, 127))
     return bb.emit(relax.op.astype(q, "int8"))
+
+
+def _scalar_tensor(value: float) -> Any:
+    import numpy as np
+    from tvm import relax
+
+    return relax.const(np.array([value], dtype="float32"))
 
 
 def _requantize(

@@ -13,19 +13,20 @@ out in LocalBuilder and leave tasks without a valid record.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hw_profiles import Profile
 from workers.probe._intrin import load_cpu_intrinsics
+from workers.probe._locks import flocked
+from workers.probe._rpc_wire import split_address
 from workers.probe.targets import tvm
 
 
@@ -63,16 +64,9 @@ def open_db(path: Path) -> Any:
     return ms.database.JSONDatabase(work_dir=str(path))
 
 
-@contextlib.contextmanager
-def db_lock(path: Path) -> Iterator[None]:
+def db_lock(path: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive lock on a database directory (several processes may tune one profile)."""
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return flocked(path / ".lock")
 
 
 def fuse(mod: Any, target: Any) -> Any:
@@ -274,11 +268,11 @@ def _runner(profile: Profile | None, settings: TuneSettings) -> Any:
     m = profile.measure
     if not can_tune(profile):
         raise ValueError(f"profile {profile.name!r}: tuning over RPC needs a tracker and a key")
-    host, _, port = str(m.tracker).rpartition(":")
+    host, port = split_address(str(m.tracker))
     return ms.runner.RPCRunner(
         rpc_config=ms.runner.RPCConfig(
             tracker_host=host,
-            tracker_port=int(port),
+            tracker_port=port,
             tracker_key=m.key,
             session_priority=1,
             session_timeout_sec=m.session_timeout_s,
