@@ -177,6 +177,11 @@ def tune(
     ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
     if ms_log.level == logging.NOTSET:  # its console handler takes this level; files keep all
         ms_log.setLevel(logging.WARNING)
+    # MetaSchedule re-lists this logger's handlers by name in a dictConfig; an unnamed one
+    # (e.g. a log-capture handler a host application attached) breaks it: drop those.
+    for h in list(ms_log.handlers):
+        if h.get_name() is None:
+            ms_log.removeHandler(h)
     cc = profile.cross_compiler if profile is not None else None
     builder = PersistentBuilder(
         max_workers=settings.builder_workers,
