@@ -28,6 +28,11 @@ from workers.compress.quantize import ActQuant, QuantInput, quantize_int
 from workers.models import set_module, spec_of
 
 
+def _int8_fake_quant(x: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
+    """What the int8 kernels see of ``x``: quantized to int8 levels and back."""
+    return (torch.clamp(torch.round(x / scale) + zp, -128, 127) - zp) * scale
+
+
 @torch.library.custom_op("hwnas::qconv2d", mutates_args=())
 def qconv2d(
     x: torch.Tensor,
@@ -42,9 +47,8 @@ def qconv2d(
     groups: int,
 ) -> torch.Tensor:
     """Fake-quant reference of the int8 conv (``x_zp`` in the int8 domain)."""
-    xd = (torch.clamp(torch.round(x / x_scale) + x_zp, -128, 127) - x_zp) * x_scale
     w = w_q.to(x.dtype) * w_scale.view(-1, 1, 1, 1)
-    return F.conv2d(xd, w, bias, stride, padding, dilation, groups)
+    return F.conv2d(_int8_fake_quant(x, x_scale, x_zp), w, bias, stride, padding, dilation, groups)
 
 
 @qconv2d.register_fake
@@ -62,8 +66,8 @@ def qlinear(
     x_zp: int,
 ) -> torch.Tensor:
     """Fake-quant reference of the int8 linear layer."""
-    xd = (torch.clamp(torch.round(x / x_scale) + x_zp, -128, 127) - x_zp) * x_scale
-    return F.linear(xd, w_q.to(x.dtype) * w_scale.view(-1, 1), bias)
+    w = w_q.to(x.dtype) * w_scale.view(-1, 1)
+    return F.linear(_int8_fake_quant(x, x_scale, x_zp), w, bias)
 
 
 @qlinear.register_fake

@@ -72,7 +72,6 @@ def pretune(
         db = tuning.open_db(path)
         todo = tuning.missing(list(found.values()), db)
         log(f"{len(found) - len(todo)} tasks already tuned, {len(todo)} to tune ({path})")
-        todo.sort(key=lambda t: not tuning.is_heavy(t))
 
         def progress(done: int, total: int, names: str) -> None:
             log(f"[{done}/{total}] {time.perf_counter() - t0:.0f}s  {names}")
