@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression \
-	bench-probes tune-profile
+	bench-probes bench-search tune-profile
 
 $(STAMP): pyproject.toml
 	bash scripts/setup-system.sh
@@ -42,6 +42,9 @@ bench-compression: setup  ## accuracy vs size / latency grid on Fashion-MNIST (~
 
 bench-probes: setup  ## tuned TVM probe vs ONNX Runtime / PyTorch on 20 cnn_joint candidates (~45 min)
 	$(PY) bench/probes.py --out bench/results
+
+bench-search: setup  ## joint NSGA-II vs random vs sequential search, hypervolume per trial (~50 min)
+	$(PY) bench/search.py --out bench/results
 
 PROFILE ?= x86/local
 SPACE ?= cnn_joint

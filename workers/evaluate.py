@@ -6,8 +6,11 @@ same in a test, a Ray task, or any other executor. It never touches the database
 
 from __future__ import annotations
 
+import math
+import os
+import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,12 +18,15 @@ from typing import Any
 import torch
 
 from search_spaces import Candidate
+from workers.bounds import Constraint
 from workers.compress import write_packed
 from workers.compress.pipeline import compress
+from workers.cost import compute_cost
 from workers.data import Splits, load_splits
 from workers.export import export_onnx, export_torchscript, write_card
 from workers.models import count_params, example_input
 from workers.parents import trained_parent
+from workers.prefilter import prefilter
 from workers.probe import ProbeOptions
 from workers.probe.actor import probe_warm
 from workers.train import Recipe, accuracy
@@ -42,6 +48,48 @@ class EvalSpec:
     probe_cache_dir: str | None = None
     tune_budget_s: float = 0.0
     check_samples: int = 256
+    constraints: list[dict[str, Any]] = field(default_factory=list)  # pre-filter these
+    epochs_fraction: float = 1.0  # multi-fidelity rung: this share of every epoch count
+    export: bool = True  # write TorchScript / ONNX / card (full-fidelity trials)
+    num_gpus: float = 0.0  # the Ray resource request (a CUDA profile's trial holds a GPU)
+
+
+class _Clock:
+    """Wall and CPU seconds per stage (CPU: this process, all its threads)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._t, self._c = time.perf_counter(), time.process_time()
+
+    def lap(self, stage: str) -> None:
+        t, c = time.perf_counter(), time.process_time()
+        self.wall[f"{stage}_s"] = round(t - self._t, 3)
+        self.cpu[stage] = round(c - self._c, 3)
+        self._t, self._c = t, c
+
+
+def _node() -> str:
+    """The Ray node running this task (hostname:pid outside Ray)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - the node label is informational
+        pass
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _scaled(recipe: Recipe, fraction: float) -> Recipe:
+    if fraction >= 1.0:
+        return recipe
+    return replace(
+        recipe,
+        epochs=max(1, math.ceil(recipe.epochs * fraction)),
+        finetune_epochs=math.ceil(recipe.finetune_epochs * fraction),
+        qat_epochs=math.ceil(recipe.qat_epochs * fraction),
+    )
 
 
 @cache
@@ -50,19 +98,46 @@ def _splits(dataset: str, seed: int, user_dir: str | None) -> Splits:
 
 
 def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Train (or reuse) the dense parent, compress it, fine-tune with KD, measure, export.
+    """Pre-filter, train (or reuse) the dense parent, compress it, fine-tune with KD, measure,
+    export.
 
     Returns:
-        ``metrics`` (``accuracy`` on val, ``test_accuracy``, ``size_bytes``, ``latency_ms`` per
-        profile, ``params``, ``parent_accuracy``), ``latency`` (full stats per profile),
-        ``bundle_dir``, ``timings`` (seconds per stage) and ``parent_cache_hit``.
+        ``metrics`` (``accuracy`` on val, ``test_accuracy``, ``size_bytes``, ``macs``,
+        ``bitops``, ``latency_ms`` per profile, ``params``, ``parent_accuracy``), ``latency``
+        (full stats per profile), ``bundle_dir``, ``timings`` (wall seconds per stage),
+        ``cpu_s`` (CPU seconds per stage), ``device_s`` (probe seconds per profile),
+        ``parent_cache_hit``, ``node`` and ``prefilter`` (what the pre-filter measured). When
+        the pre-filter rejects the candidate, ``prefiltered`` is True and there is no training,
+        no accuracy and no bundle.
     """
     cand = Candidate.model_validate(candidate)
     s = EvalSpec(**spec)
-    recipe = Recipe(**s.recipe)
+    recipe = _scaled(Recipe(**s.recipe), s.epochs_fraction)
     torch.set_num_threads(s.threads)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
+    clock = _Clock()
+    options = ProbeOptions(
+        tuning_root=Path(s.tuning_dir) if s.tuning_dir else None,
+        cache_dir=Path(s.probe_cache_dir) if s.probe_cache_dir else None,
+        tune_budget_s=s.tune_budget_s,
+    )
+    device_s: dict[str, float] = {}
+    pre: dict[str, Any] | None = None
+    if s.constraints:
+        pre = prefilter(cand, [Constraint(**c) for c in s.constraints], s.profiles, options)
+        clock.lap("prefilter")
+        for name, st in pre["latency"].items():
+            device_s[name] = round(st["compile_s"] + st["measure_s"], 3)
+        if pre["rejected"]:
+            return {
+                "prefiltered": True,
+                "prefilter": pre,
+                "metrics": pre["metrics"],
+                "latency": pre["latency"],
+                "timings": clock.wall,
+                "cpu_s": clock.cpu,
+                "device_s": device_s,
+                "node": _node(),
+            }
 
     data = _splits(s.dataset, s.split_seed, s.user_dir)
     parent, hit = trained_parent(
@@ -73,45 +148,69 @@ def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[
         train_data=data.train,
         cache_dir=Path(s.cache_dir),
     )
-    timings["parent_s"], t = time.perf_counter() - t, time.perf_counter()
+    clock.lap("parent")
 
     child, info = compress(parent, data.train, recipe)
-    timings["compress_s"], t = time.perf_counter() - t, time.perf_counter()
+    clock.lap("compress")
 
     bundle = Path(s.bundle_dir)
     bundle.mkdir(parents=True, exist_ok=True)
     size = write_packed(bundle / "weights.packed.safetensors", child)
+    example = example_input(cand)
     metrics: dict[str, Any] = {
         "accuracy": accuracy(child, data.val),
-        "test_accuracy": accuracy(child, data.test),
+        "test_accuracy": accuracy(child, data.test) if s.export else None,
         "parent_accuracy": accuracy(parent, data.val),
         "size_bytes": size,
         "params": count_params(child),
         "quantization": info["quantization"],
+        **compute_cost(child, example),
     }
-    timings["evaluate_s"], t = time.perf_counter() - t, time.perf_counter()
+    clock.lap("evaluate")
 
-    example = example_input(cand)
-    options = ProbeOptions(
-        tuning_root=Path(s.tuning_dir) if s.tuning_dir else None,
-        cache_dir=Path(s.probe_cache_dir) if s.probe_cache_dir else None,
-        tune_budget_s=s.tune_budget_s,
-    )
     check = torch.from_numpy(data.val.x[: s.check_samples]).reshape(-1, *example.shape[1:])
     latency = {}
     for name in s.profiles:
+        t0 = time.perf_counter()
         latency[name] = probe_warm(
             child,
             example,
             name,
             options=options,
             check_inputs=check,
-            library_path=bundle / "tvm" / f"{name.replace('/', '_')}.so",
+            library_path=bundle / "tvm" / f"{name.replace('/', '_')}.so" if s.export else None,
         )
+        device_s[name] = round(device_s.get(name, 0.0) + time.perf_counter() - t0, 3)
     metrics["latency_ms"] = {name: st["median_ms"] for name, st in latency.items()}
     metrics["latency_partial"] = sorted(n for n, st in latency.items() if st["partial"])
-    timings["probe_s"], t = time.perf_counter() - t, time.perf_counter()
+    clock.lap("probe")
+    result = {
+        "prefiltered": False,
+        "prefilter": pre,
+        "metrics": metrics,
+        "latency": latency,
+        "bundle_dir": str(bundle) if s.export else None,
+        "parent_cache_hit": hit,
+        "node": _node(),
+        "device_s": device_s,
+    }
+    if s.export:
+        _export(cand, child, example, bundle, s, data, metrics, latency)
+        clock.lap("export")
+    return {**result, "timings": clock.wall, "cpu_s": clock.cpu}
 
+
+def _export(
+    cand: Candidate,
+    child: torch.nn.Module,
+    example: torch.Tensor,
+    bundle: Path,
+    s: EvalSpec,
+    data: Splits,
+    metrics: dict[str, Any],
+    latency: dict[str, Any],
+) -> None:
+    """The downloadable bundle: TorchScript, ONNX and the model card."""
     export_torchscript(child, example, bundle / "model.pt")
     export_onnx(child, example, bundle / "model.onnx")
     write_card(
@@ -142,11 +241,3 @@ def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[
             ],
         },
     )
-    timings["export_s"] = time.perf_counter() - t
-    return {
-        "metrics": metrics,
-        "latency": latency,
-        "bundle_dir": str(bundle),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "parent_cache_hit": hit,
-    }

@@ -50,6 +50,24 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     return job
 
 
+def extend_job(*, session: Session, job: Job, trials: int, tune_s: float) -> Job:
+    """Add ``trials`` COMPLETE trials (and ``tune_s`` tuning seconds) to an ended job's budget
+    and queue it again; its study, trials and caches carry over."""
+    spec = dict(job.spec)
+    budget = dict(spec["budget"])
+    budget["trials"] = job.trials_complete + trials
+    budget["tune_s"] = float(budget.get("tune_s", 900.0)) + tune_s
+    spec["budget"] = budget
+    job.spec = spec  # a new dict: JSON columns track assignment, not mutation
+    job.status = JobStatus.queued
+    job.error = None
+    job.finished_at = None
+    job.worker_id = None
+    session.commit()
+    session.refresh(job)
+    return job
+
+
 def update_job(*, session: Session, job_id: int, **values: Any) -> None:
     job = session.get(Job, job_id)
     assert job is not None

@@ -40,6 +40,8 @@ class TrialState(enum.StrEnum):
     complete = "complete"
     failed = "failed"
     cancelled = "cancelled"
+    rejected = "rejected"  # the hardware pre-filter: a constraint broken, never trained
+    pruned = "pruned"  # successive halving: not promoted past a lower rung
 
 
 class Job(Base):

@@ -2,7 +2,9 @@
 
 The controller is the only writer of the job's study and trial rows. It keeps up to
 ``executor.capacity`` trials in flight, heartbeats the job row (a dead scheduler's job is
-reclaimed by another), and stops early when the job is cancelled.
+reclaimed by another), and stops early when the job is cancelled. Per trial: the hardware
+pre-filter (in the worker, before training), successive-halving rungs when the job asks for
+them, constraints to Optuna, and re-runs of trials a dead or stopped scheduler left behind.
 """
 
 from __future__ import annotations
@@ -10,23 +12,27 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState as OptunaState
 
+from hw_profiles import get_profile
 from search_spaces import SpaceContext, get_space
-from service.db import crud
-from service.db.models import Job, JobStatus, Trial, TrialState, utcnow
+from service.db.models import Job, JobStatus, TrialState, utcnow
 from service.db.queue import heartbeat
 from service.db.session import get_sessionmaker
-from service.scheduler.study import open_study
+from service.scheduler.fidelity import Ladder
+from service.scheduler.records import TrialRecords
+from service.scheduler.study import open_study, warm_start
 from service.schemas import JobCreate
 from service.settings import Settings
+from workers.bounds import Constraint
 from workers.data import get_dataset
 from workers.probe.errors import ProbeTransientError
+from workers.probe.targets import is_gpu
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 class Executor(Protocol):
     capacity: int
 
+    def capacity_for(self, gpus: float) -> int: ...
     def submit(self, candidate: dict[str, Any], spec: dict[str, Any]) -> Any: ...
     def wait(self, handles: list[Any], timeout_s: float) -> list[Any]: ...
     def result(self, handle: Any) -> dict[str, Any]: ...
@@ -44,7 +51,9 @@ class Executor(Protocol):
 class _InFlight:
     trial: optuna.trial.Trial
     candidate: dict[str, Any]
+    rung: int
     tune_reserved_s: float = 0.0
+    runs: list[dict[str, Any]] = field(default_factory=list)  # cost of each evaluation
 
 
 class JobController:
@@ -62,8 +71,11 @@ class JobController:
         self.job_id = job_id
         self.worker_id = worker_id
         self.sessions = get_sessionmaker(settings.database_url)
+        self.records = TrialRecords(self.sessions, job_id)
         self.tune_spent_s = 0.0  # MetaSchedule seconds this job's trials spent (budget.tune_s)
         self.tune_reserved_s = 0.0  # ... and what the trials in flight may still spend
+        self.constraints: list[Constraint] = []
+        self.ladder = Ladder([1.0], 3, [])
 
     def run(self) -> JobStatus:
         """Run the job to its end; return its final status."""
@@ -85,9 +97,11 @@ class JobController:
 
     # ------------------------------------------------------------------ loop
     def _loop(self, spec: JobCreate) -> JobStatus:
-        url = self.settings.database_url
-        study = open_study(url, self.job_id, spec)
-        self._fail_interrupted(study)
+        study = open_study(self.settings.database_url, self.job_id, spec)
+        self.records.fail_interrupted(study, "interrupted: scheduler restarted")
+        if spec.warm_start_from is not None:
+            warm_start(study, self.settings.database_url, spec.warm_start_from, spec.budget.trials)
+        self._restore(study, spec)
         ds = get_dataset(spec.dataset, self.settings.user_data_dir)
         space = get_space(spec.space)(
             SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes),
@@ -97,9 +111,11 @@ class JobController:
         max_failed = (
             spec.budget.max_failed if spec.budget.max_failed is not None else spec.budget.trials
         )
+        max_rejected = max(50, 5 * spec.budget.trials)
+        capacity = self.executor.capacity_for(self._gpus(spec))
         in_flight: dict[Any, _InFlight] = {}
         while True:
-            complete, failed = self._counts(study)
+            complete, failed, rejected = self._counts(study)
             # one cheap UPDATE per loop (at most every poll interval while trials run): it keeps
             # our claim alive and is how a cancel request reaches us
             with self.sessions() as s:
@@ -110,7 +126,7 @@ class JobController:
                 return JobStatus.running
             if self.stop.is_set():
                 log.info("scheduler stopping: job %s goes back to the queue", self.job_id)
-                self._cancel_all(study, in_flight, "interrupted: scheduler stopped")
+                self._cancel_all(study, in_flight, "interrupted: scheduler stopped", rerun=True)
                 return JobStatus.queued
             if status == JobStatus.cancelling:
                 self._cancel_all(study, in_flight, "job cancelled")
@@ -118,15 +134,38 @@ class JobController:
             if failed > max_failed:
                 self._cancel_all(study, in_flight, "job stopped: too many failed trials")
                 raise RuntimeError(f"{failed} trials failed (budget.max_failed = {max_failed})")
-            while (
-                len(in_flight) < self.executor.capacity
-                and complete + len(in_flight) < spec.budget.trials
-            ):
+            if rejected > max_rejected:
+                self._cancel_all(study, in_flight, "job stopped: constraints reject everything")
+                raise RuntimeError(
+                    f"the pre-filter rejected {rejected} candidates untrained: the constraints "
+                    f"{spec.constraints} look unreachable in this space"
+                )
+            while len(in_flight) < capacity and complete + len(in_flight) < spec.budget.trials:
                 self._dispatch(study, space, spec, in_flight)
             if not in_flight:
                 return JobStatus.succeeded
             for handle in self.executor.wait(list(in_flight), self.settings.poll_interval_s):
-                self._collect(study, spec, in_flight.pop(handle), handle)
+                self._collect(study, spec, in_flight, in_flight.pop(handle), handle)
+
+    @staticmethod
+    def _gpus(spec: JobCreate) -> float:
+        """GPUs a trial of this job needs: one when it probes a CUDA (GPU) profile."""
+        return 1.0 if any(is_gpu(get_profile(p)) for p in spec.profiles) else 0.0
+
+    def _restore(self, study: optuna.Study, spec: JobCreate) -> None:
+        """State a restarted (or extended) job carries over from its study."""
+        self.constraints = spec.parsed_constraints()
+        fractions = spec.fidelity.rungs() if spec.fidelity else [1.0]
+        eta = spec.fidelity.eta if spec.fidelity else 3
+        self.ladder = Ladder(fractions, eta, spec.directions())
+        self.tune_spent_s = 0.0
+        for t in study.get_trials(deepcopy=False):
+            for r in t.user_attrs.get("rungs", []):
+                self.ladder.record(int(r["rung"]), t.number, r["values"], r["penalty"])
+            for p in spec.profiles:
+                self.tune_spent_s += float(
+                    (t.user_attrs.get(f"latency@{p}") or {}).get("tune_s") or 0
+                )
 
     def _dispatch(
         self, study: optuna.Study, space: Any, spec: JobCreate, in_flight: dict[Any, _InFlight]
@@ -137,35 +176,46 @@ class JobController:
         except (
             Exception
         ) as e:  # a space that cannot build this point: the trial fails, the job goes on
-            self._record_new(trial.number, {}, "")
-            self._fail(study, trial, f"sampling failed: {type(e).__name__}: {e}")
+            self.records.create(trial.number, {}, "")
+            self.records.fail(study, trial, f"sampling failed: {type(e).__name__}: {e}")
             return
         candidate = cand.model_dump(mode="json")
         trial.set_user_attr("candidate", candidate)
         trial.set_user_attr("summary", cand.summary())
         trial.set_user_attr("candidate_hash", cand.structural_hash())
-        self._record_new(trial.number, candidate, cand.structural_hash())
-        bundle = (
-            Path(self.settings.artifact_dir).resolve()
-            / "jobs"
-            / str(self.job_id)
-            / f"trial-{trial.number:05d}"
-        )
+        self.records.create(trial.number, candidate, cand.structural_hash())
+        self._submit(spec, in_flight, _InFlight(trial, candidate, rung=0))
+
+    def _submit(self, spec: JobCreate, in_flight: dict[Any, _InFlight], item: _InFlight) -> None:
+        number = item.trial.number
+        root = Path(self.settings.artifact_dir).resolve()
+        tune_s = self._reserve_tuning(spec, len(spec.profiles))
+        item.tune_reserved_s = tune_s * len(spec.profiles)
+        prefilter = item.rung == 0 and spec.prefilter and spec.training.rank_energy is None
         worker_spec = {
             "dataset": spec.dataset,
             "split_seed": spec.split_seed,
             "user_dir": str(self.settings.user_data_dir),
             "profiles": spec.profiles,
-            "bundle_dir": str(bundle),
-            "cache_dir": str(Path(self.settings.artifact_dir).resolve() / "parents"),
+            "bundle_dir": str(root / "jobs" / str(self.job_id) / f"trial-{number:05d}"),
+            "cache_dir": str(root / "parents"),
             "threads": self.settings.worker_threads,
             "recipe": spec.training.model_dump(),
-            "tuning_dir": str(Path(self.settings.tuning_dir).resolve()),
+            "tuning_dir": (
+                str(Path(self.settings.tuning_dir).resolve())
+                if spec.tuning == "metaschedule"
+                else None
+            ),
             "probe_cache_dir": str(Path(self.settings.probe_cache_dir).resolve()),
-            "tune_budget_s": (tune_s := self._reserve_tuning(spec, len(spec.profiles))),
+            "tune_budget_s": tune_s,
+            "constraints": [c.to_json() for c in self.constraints if c.before_training]
+            if prefilter
+            else [],
+            "epochs_fraction": self.ladder.fractions[item.rung],
+            "export": item.rung == self.ladder.top,
+            "num_gpus": self._gpus(spec),
         }
-        item = _InFlight(trial, candidate, tune_s * len(spec.profiles))
-        in_flight[self.executor.submit(candidate, worker_spec)] = item
+        in_flight[self.executor.submit(item.candidate, worker_spec)] = item
 
     def _reserve_tuning(self, spec: JobCreate, profiles: int) -> float:
         """Tuning seconds a new trial may spend per profile: its share of what the job's
@@ -175,8 +225,16 @@ class JobController:
         self.tune_reserved_s += per_profile * profiles
         return per_profile
 
-    def _collect(self, study: optuna.Study, spec: JobCreate, item: _InFlight, handle: Any) -> None:
+    def _collect(
+        self,
+        study: optuna.Study,
+        spec: JobCreate,
+        in_flight: dict[Any, _InFlight],
+        item: _InFlight,
+        handle: Any,
+    ) -> None:
         self.tune_reserved_s -= item.tune_reserved_s
+        t = item.trial
         try:
             result = self.executor.result(handle)
         except Exception as e:
@@ -184,115 +242,142 @@ class JobController:
             # A device that failed or stayed busy is not the candidate's fault: recorded, but
             # not counted against max_failed.
             kind = "device" if isinstance(e, ProbeTransientError) else "error"
-            log.warning("trial %s failed (%s): %s", item.trial.number, kind, msg)
-            self._fail(study, item.trial, msg, kind=kind)
+            log.warning("trial %s failed (%s): %s", t.number, kind, msg)
+            self.records.fail(study, t, msg, kind=kind)
             return
         m = result["metrics"]
-        values = []
-        for name in spec.metric_names():
-            if name.startswith("latency_ms@"):
-                values.append(float(m["latency_ms"][name.split("@", 1)[1]]))
-            else:
-                values.append(float(m[name]))
-        t = item.trial
+        pre_latency = (result.get("prefilter") or {}).get("latency", {})
+        probes = [*pre_latency.values()]  # a rejected result's latency *is* the pre-filter's
+        if not result["prefiltered"]:
+            probes += result["latency"].values()
+        self.tune_spent_s += sum(float(st.get("tune_s", 0.0)) for st in probes)
+        item.runs.append(
+            {
+                "rung": item.rung,
+                **{k: result.get(k) for k in ("timings", "cpu_s", "device_s", "node")},
+                "parent_cache_hit": result.get("parent_cache_hit"),
+                "probe_cache_hits": [bool(st.get("cache_hit")) for st in probes],
+            }
+        )
+        cost = {"runs": item.runs}
+        t.set_user_attr("cost", cost)
+        if result["prefiltered"]:
+            self._tell_rejected(study, spec, t, result, cost)
+            return
+        values = [_value(m, name) for name in spec.metric_names()]
+        penalties = self._constraint_values(spec, result)
+        if item.rung < self.ladder.top:
+            penalty = sum(max(0.0, v) for v in penalties.values())
+            rungs = [*t.user_attrs.get("rungs", [])]
+            rungs.append({"rung": item.rung, "values": values, "penalty": penalty})
+            t.set_user_attr("rungs", rungs)  # the lower-fidelity results, kept
+            if self.ladder.promote(item.rung, t.number, values, penalty):
+                nxt = _InFlight(t, item.candidate, item.rung + 1, runs=item.runs)
+                self._submit(spec, in_flight, nxt)
+                return
+            study.tell(t, state=OptunaState.PRUNED)
+            self.records.update(t.number, TrialState.pruned, metrics=m, timings=cost)
+            return
         t.set_user_attr("test_accuracy", m["test_accuracy"])
         t.set_user_attr("params", m["params"])
         t.set_user_attr("model_id", f"{self.job_id}-{t.number}")
         t.set_user_attr("timings", result["timings"])
         t.set_user_attr("parent_cache_hit", result["parent_cache_hit"])
-        partial = False
+        t.set_user_attr("node", result.get("node"))
         for prof, st in result["latency"].items():
-            self.tune_spent_s += float(st.get("tune_s", 0.0))
-            partial = partial or bool(st.get("partial"))
             t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in _LATENCY_ATTRS})
-        if any(n.startswith("latency_ms@") for n in spec.metric_names()):
+        self._set_constraints(t, penalties)
+        study.tell(t, values)
+        self.records.update(
+            t.number,
+            TrialState.complete,
+            count_complete=True,
+            accuracy=float(m["accuracy"]),
+            metrics=m,
+            latency=result["latency"],
+            timings=cost,
+            bundle_dir=result["bundle_dir"],
+        )
+
+    def _constraint_values(self, spec: JobCreate, result: dict[str, Any]) -> dict[str, float]:
+        """Optuna constraint values (<= 0 feasible) of a result, by name."""
+        m = result["metrics"]
+        out = {c.text: round(c.violation(_value(m, c.metric)), 6) for c in self.constraints}
+        if spec.tuning == "metaschedule" and any(n.startswith("latency") for n in spec.objectives):
             # A latency from partly untuned code is kept but never final: infeasible for
             # Optuna, so it stays off best_trials (/pareto, /best) and the dashboard's front.
-            t.set_constraint("latency_tuned", 1.0 if partial else 0.0)
-        study.tell(t, values)
-        with self.sessions() as s:
-            row = self._row(s, t.number)
-            row.state = TrialState.complete
-            row.metrics, row.latency, row.timings = m, result["latency"], result["timings"]
-            row.bundle_dir = result["bundle_dir"]
-            row.finished_at = utcnow()
-            job = s.get(Job, self.job_id)
-            assert job is not None
-            job.trials_complete += 1
-            acc = float(m["accuracy"])
-            job.best_accuracy = acc if job.best_accuracy is None else max(job.best_accuracy, acc)
-            s.commit()
+            out["latency_tuned"] = 1.0 if m.get("latency_partial") else 0.0
+        return out
 
-    # ------------------------------------------------------------ bookkeeping
-    def _counts(self, study: optuna.Study) -> tuple[int, int]:
-        """COMPLETE trials, and FAIL trials that failed by themselves (not cancelled/stopped)."""
-        trials = study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE, OptunaState.FAIL))
-        complete = sum(1 for t in trials if t.state == OptunaState.COMPLETE)
-        failed = sum(1 for t in trials if t.user_attrs.get("fail_kind") == "error")
-        return complete, failed
+    def _set_constraints(self, t: optuna.trial.Trial, penalties: dict[str, float]) -> None:
+        for name, v in penalties.items():
+            t.set_constraint(name, v)
+        t.set_user_attr("constraints", penalties)
+        t.set_user_attr("feasible", all(v <= 0 for v in penalties.values()))
 
-    def _record_new(self, number: int, candidate: dict[str, Any], digest: str) -> None:
-        with self.sessions() as s:
-            s.add(
-                Trial(job_id=self.job_id, number=number, candidate=candidate, candidate_hash=digest)
-            )
-            s.commit()
-
-    def _row(self, s: Any, number: int) -> Trial:
-        row = crud.get_trial(session=s, job_id=self.job_id, number=number)
-        assert row is not None
-        return row
-
-    def _fail(
+    def _tell_rejected(
         self,
         study: optuna.Study,
-        trial: optuna.trial.Trial,
-        message: str,
-        *,
-        cancelled: bool = False,
-        kind: str = "error",
+        spec: JobCreate,
+        t: optuna.trial.Trial,
+        result: dict[str, Any],
+        cost: dict[str, Any],
     ) -> None:
-        """FAIL ``trial``; ``kind`` "error" (the candidate's fault, counted against
-        max_failed), "device" (a probe device failed) or, with ``cancelled``, "cancelled"."""
-        trial.set_user_attr("error", message[:2000])
-        trial.set_user_attr("fail_kind", "cancelled" if cancelled else kind)
-        study.tell(trial, state=OptunaState.FAIL)
-        with self.sessions() as s:
-            row = self._row(s, trial.number)
-            row.state = TrialState.cancelled if cancelled else TrialState.failed
-            row.error = message
-            row.finished_at = utcnow()
-            if not cancelled and kind == "error":
-                job = s.get(Job, self.job_id)
-                assert job is not None
-                job.trials_failed += 1
-            s.commit()
+        """A candidate the pre-filter rejected: COMPLETE and infeasible in the study (so the
+        sampler learns the region is out of bounds), never trained. Its accuracy objective is
+        a placeholder 0, marked ``accuracy_measured = False``."""
+        m = {**result["metrics"], "accuracy": 0.0}
+        violations = result["prefilter"]["violations"]
+        t.set_user_attr("prefiltered", True)
+        t.set_user_attr("accuracy_measured", False)
+        t.set_user_attr("violations", violations)
+        for prof, st in result["latency"].items():
+            t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in _LATENCY_ATTRS})
+        penalties = {
+            c.text: round(c.violation(_value(m, c.metric)), 6)
+            for c in self.constraints
+            if c.before_training
+        }
+        self._set_constraints(t, penalties)
+        study.tell(t, [_value(m, name) for name in spec.metric_names()])
+        self.records.update(
+            t.number,
+            TrialState.rejected,
+            metrics=result["metrics"],
+            latency=result["latency"],
+            timings=cost,
+            error="pre-filter: "
+            + "; ".join(f"{k!r} broken by {v:.0%}" for k, v in violations.items()),
+        )
+
+    # ------------------------------------------------------------ bookkeeping
+    def _counts(self, study: optuna.Study) -> tuple[int, int, int]:
+        """Trained COMPLETE trials, FAIL trials that failed by themselves (not cancelled or
+        stopped), and pre-filter rejections."""
+        trials = study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE, OptunaState.FAIL))
+        rejected = sum(1 for t in trials if t.user_attrs.get("prefiltered"))
+        complete = sum(1 for t in trials if t.state == OptunaState.COMPLETE) - rejected
+        failed = sum(1 for t in trials if t.user_attrs.get("fail_kind") == "error")
+        return complete, failed, rejected
 
     def _cancel_all(
-        self, study: optuna.Study, in_flight: dict[Any, _InFlight], reason: str
+        self,
+        study: optuna.Study,
+        in_flight: dict[Any, _InFlight],
+        reason: str,
+        *,
+        rerun: bool = False,
     ) -> None:
+        """Cancel the trials in flight; with ``rerun`` (the scheduler stops, the job goes on
+        later) each is re-queued with the same parameters first."""
         for handle, item in list(in_flight.items()):
             self.executor.cancel(handle)
-            self._fail(study, item.trial, reason, cancelled=True)
-        in_flight.clear()
-
-    def _fail_interrupted(self, study: optuna.Study) -> None:
-        """Trials left RUNNING by a scheduler that died: FAIL them, with the reason."""
-        for t in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
-            study._storage.set_trial_user_attr(
-                t._trial_id, "error", "interrupted: scheduler restarted"
+            if rerun:
+                self.records.requeue(study, item.trial.number, item.trial.params)
+            self.records.fail(
+                study, item.trial, reason, kind="interrupted" if rerun else "cancelled"
             )
-            study._storage.set_trial_user_attr(t._trial_id, "fail_kind", "interrupted")
-            study._storage.set_trial_state_values(t._trial_id, OptunaState.FAIL)
-            with self.sessions() as s:
-                row = crud.get_trial(session=s, job_id=self.job_id, number=t.number)
-                if row is not None:
-                    row.state, row.error, row.finished_at = (
-                        TrialState.failed,
-                        "interrupted: scheduler restarted",
-                        utcnow(),
-                    )
-                s.commit()
+        in_flight.clear()
 
     def _finish(self, status: JobStatus, error: str | None = None) -> None:
         if status == JobStatus.running:  # taken over: the other scheduler finishes it
@@ -308,6 +393,13 @@ class JobController:
             job.error = error
             job.finished_at = utcnow()
             s.commit()
+
+
+def _value(metrics: dict[str, Any], name: str) -> float:
+    """A study metric (``latency_ms@<profile>`` or a metrics key) from a worker's metrics."""
+    if name.startswith("latency_ms@"):
+        return float(metrics["latency_ms"][name.split("@", 1)[1]])
+    return float(metrics[name])
 
 
 _LATENCY_ATTRS = (  # the per-profile probe stats kept as trial user attrs

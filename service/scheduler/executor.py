@@ -4,31 +4,44 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+Task = Callable[[dict[str, Any], dict[str, Any]], Any]  # (candidate, worker spec) -> result
 
 
 class RayExecutor:
     """Submits ``workers.evaluate.evaluate_candidate`` as Ray tasks (one per trial).
 
     ``HWNAS_RAY_ADDRESS`` unset starts an embedded Ray with ``ray_num_cpus`` CPUs; set, it
-    connects to that cluster. Tasks are retried once when their worker process dies; Python
-    exceptions are not retried (they are the candidate's fault, recorded as a FAIL trial).
+    connects to that cluster with token authentication (``RAY_AUTH_TOKEN_PATH`` or
+    ``RAY_AUTH_TOKEN``, as the cluster was started with). Tasks are retried once when their
+    worker process dies; Python exceptions are not retried (they are the candidate's fault,
+    recorded as a FAIL trial). A trial that probes a CUDA profile asks Ray for one GPU, so it
+    only runs on a GPU node.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        task: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None,
+    ) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if settings.ray_address is None:
             # Embedded single-box default: no token (nothing else can reach it).
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
 
         from workers.evaluate import evaluate_candidate
 
         self._ray = ray
+        self._cpus = settings.trial_num_cpus
+        self._max_in_flight = settings.max_in_flight
         env = {
             "TVM_NUM_THREADS": str(settings.worker_threads),
             "OMP_NUM_THREADS": str(settings.worker_threads),
@@ -45,15 +58,25 @@ class RayExecutor:
                 )
             else:
                 ray.init(address=settings.ray_address, runtime_env={"env_vars": env})
-        self._task = ray.remote(evaluate_candidate).options(
+        self._task = ray.remote(task or evaluate_candidate).options(
             num_cpus=settings.trial_num_cpus, max_retries=1
         )
-        cpus = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
-        self.capacity = settings.max_in_flight or max(1, int(cpus // settings.trial_num_cpus))
-        log.info("ray ready: %s CPUs, %d trials in flight", cpus, self.capacity)
+        self.capacity = self.capacity_for(0)
+        log.info("ray ready: %s, %d trials in flight", ray.cluster_resources(), self.capacity)  # type: ignore[no-untyped-call]
+
+    def capacity_for(self, gpus: float) -> int:
+        """Trials that fit the cluster at once, each taking ``trial_num_cpus`` CPUs and
+        ``gpus`` GPUs (``max_in_flight`` caps it when set)."""
+        res = self._ray.cluster_resources()  # type: ignore[no-untyped-call]
+        k = int(float(res.get("CPU", 1)) // self._cpus)
+        if gpus:
+            k = min(k, int(float(res.get("GPU", 0)) // gpus))
+        return max(1, min(k, self._max_in_flight or k))
 
     def submit(self, candidate: dict[str, Any], spec: dict[str, Any]) -> Any:
-        return self._task.remote(candidate, spec)
+        gpus = float(spec.get("num_gpus", 0))
+        task = self._task.options(num_gpus=gpus) if gpus else self._task
+        return task.remote(candidate, spec)
 
     def wait(self, handles: list[Any], timeout_s: float) -> list[Any]:
         ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout_s)

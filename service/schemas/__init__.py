@@ -2,8 +2,11 @@
 
 from service.schemas.jobs import (
     Budget,
+    Extend,
+    Fidelity,
     JobCreate,
     JobPublic,
+    JobReport,
     JobsPublic,
     ParetoPoint,
     ParetoPublic,
@@ -15,7 +18,10 @@ from service.schemas.jobs import (
 
 __all__ = [
     "Budget",
+    "Extend",
+    "Fidelity",
     "JobCreate",
+    "JobReport",
     "JobPublic",
     "JobsPublic",
     "ParetoPoint",

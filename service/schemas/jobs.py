@@ -9,10 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from hw_profiles import UnknownProfileError, get_profile
 from search_spaces import SpaceContext, UnknownSpaceError, get_space
+from service.schemas.constraints import parse_constraint
+from workers.bounds import Constraint
 from workers.data import UnknownDatasetError, get_dataset
 
 # objective name in a job spec -> (metric name in the study, direction)
-BASE_OBJECTIVES = {"accuracy": ("accuracy", "maximize"), "size": ("size_bytes", "minimize")}
+BASE_OBJECTIVES = {
+    "accuracy": ("accuracy", "maximize"),
+    "size": ("size_bytes", "minimize"),
+    "macs": ("macs", "minimize"),
+    "bitops": ("bitops", "minimize"),
+}
 
 
 class Budget(BaseModel):
@@ -67,6 +74,25 @@ class Training(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
+class Fidelity(BaseModel):
+    """Successive halving over training epochs, candidates ranked by Pareto rank per rung."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_fraction: float = Field(
+        default=0.25, gt=0, lt=1, description="epochs of the lowest rung, as a fraction of full"
+    )
+    eta: int = Field(default=3, ge=2, le=10, description="keep the best 1/eta at each rung")
+
+    def rungs(self) -> list[float]:
+        """Epoch fractions from the lowest rung up to 1.0 (full budget)."""
+        out, f = [], self.min_fraction
+        while f < 1.0 - 1e-9:
+            out.append(round(f, 6))
+            f *= self.eta
+        return [*out, 1.0]
+
+
 class JobCreate(BaseModel):
     """A search job: what to search, for which targets, against which objectives."""
 
@@ -107,8 +133,36 @@ class JobCreate(BaseModel):
     )
     budget: Budget
     training: Training = Training()
-    sampler: Literal["nsga2", "random"] = "nsga2"
+    constraints: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="bounds a result must meet to count: '<metric> <= <number> [unit]'",
+        examples=[["latency@x86/local <= 2 ms", "size <= 200 KB", "accuracy >= 0.85"]],
+    )
+    prefilter: bool = Field(
+        default=True,
+        description="probe latency and size of the untrained structure first; a candidate "
+        "breaking a latency/size/compute constraint is recorded infeasible without training",
+    )
+    fidelity: Fidelity | None = Field(
+        default=None, description="successive halving over epochs (unset: every trial full)"
+    )
+    tuning: Literal["metaschedule", "off"] = Field(
+        default="metaschedule",
+        description="tune probes with MetaSchedule (budget.tune_s), or measure TVM's default "
+        "schedules (faster, less faithful latency)",
+    )
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    fixed_params: dict[str, int | float | str] = Field(
+        default_factory=dict,
+        description="search parameters pinned to one value (e.g. search only the compression "
+        "of a chosen architecture)",
+        examples=[{"family": "cnn", "cnn.depth": 2}],
+    )
+    warm_start_from: int | None = Field(
+        default=None, ge=1, description="an earlier job whose best candidates are tried first"
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -188,6 +242,44 @@ class JobCreate(BaseModel):
             raise ValueError(f"duplicate objectives in {v}")
         return out
 
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        profiles = info.data.get("profiles", [])
+        seen: set[tuple[str, str]] = set()
+        for i, text in enumerate(v):
+            try:
+                c = parse_constraint(text, profiles)
+            except ValueError as e:
+                raise ValueError(f"constraints[{i}]: {e}") from None
+            if (c.metric, c.op) in seen:
+                raise ValueError(f"constraints[{i}]: a second bound on {c.metric}")
+            seen.add((c.metric, c.op))
+        return [t.strip() for t in v]
+
+    @field_validator("fixed_params")
+    @classmethod
+    def _fixed(
+        cls, v: dict[str, int | float | str], info: ValidationInfo
+    ) -> dict[str, int | float | str]:
+        if "space" not in info.data:
+            return v
+        dims = {d.name: d for d in get_space(info.data["space"]).dimensions()}
+        for key, value in v.items():
+            dim = _dimension_of(key, dims)
+            if dim is None:
+                raise ValueError(
+                    f"fixed_params: {key!r} is not a parameter of {info.data['space']}"
+                )
+            if value not in dim.allowed:
+                raise ValueError(
+                    f"fixed_params.{key}: {value!r} is not allowed; choose from {list(dim.allowed)}"
+                )
+        return v
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [parse_constraint(t, self.profiles) for t in self.constraints]
+
     def choices(self) -> dict[str, list[Any]]:
         """The space overrides as choice lists (ranges were expanded by validation)."""
         return {k: list(v) for k, v in self.space_overrides.items() if isinstance(v, list)}
@@ -198,6 +290,16 @@ class JobCreate(BaseModel):
 
     def directions(self) -> list[str]:
         return [_metric(o)[1] for o in self.objectives]
+
+
+def _dimension_of(key: str, dims: dict[str, Any]) -> Any:
+    """The dimension a sampled parameter draws from: ``stage1.width`` -> ``width``,
+    ``cnn.layer0.width`` -> ``cnn.width``, ``head.wbits`` -> ``head_wbits``."""
+    parts = key.split(".")
+    names = [key, f"{parts[0]}.{parts[-1]}", parts[-1]]
+    if "head" in parts:
+        names.insert(1, f"head_{parts[-1]}")
+    return next((dims[n] for n in names if n in dims), None)
 
 
 def _metric(objective: str) -> tuple[str, str]:
@@ -224,6 +326,28 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class Extend(BaseModel):
+    """More budget for an ended job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(ge=1, le=10_000, description="COMPLETE trials to add")
+    tune_s: float = Field(default=0.0, ge=0, le=86_400, description="tuning seconds to add")
+
+
+class JobReport(BaseModel):
+    """Cost and savings of a job, summed over its trials."""
+
+    job_id: int
+    trials: dict[str, int]
+    cpu_s: dict[str, float]
+    device_s: dict[str, float]
+    wall_s: dict[str, float]
+    cache: dict[str, Any]
+    prefilter: dict[str, Any]
+    nodes: dict[str, int]
 
 
 class JobsPublic(BaseModel):

@@ -7,10 +7,7 @@ tests/test_e2e.py.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -19,14 +16,11 @@ from sqlalchemy import select
 
 from service.db import crud
 from service.db.models import Job, JobStatus, Trial, TrialState
-from service.db.queue import claim_job
 from service.db.session import get_sessionmaker
 from service.scheduler.controller import JobController
 from service.scheduler.study import load_study
 from service.schemas import JobCreate
-from service.settings import Settings
-from workers.evaluate import evaluate_candidate
-from workers.probe import ProbeTransientError
+from tests.service.inline import InlineExecutor, settings_for, submit
 
 SPEC = {
     "dataset": "digits",
@@ -39,71 +33,9 @@ SPEC = {
 }
 
 
-class Handle:
-    def __init__(self, n: int, candidate: dict[str, Any], spec: dict[str, Any]) -> None:
-        self.n, self.candidate, self.spec = n, candidate, spec
-
-
-class InlineExecutor:
-    """Runs evaluate_candidate in this process when its result is asked for."""
-
-    capacity = 2
-
-    def __init__(
-        self,
-        fail_numbers: set[int],
-        on_result: Callable[[int], None] | None = None,
-        device_fail_numbers: frozenset[int] = frozenset(),
-    ):
-        self.fail_numbers = fail_numbers
-        self.device_fail_numbers = device_fail_numbers
-        self.on_result = on_result
-        self.cancelled: list[int] = []
-        self._n = 0
-
-    def submit(self, candidate: dict[str, Any], spec: dict[str, Any]) -> Handle:
-        self._n += 1
-        return Handle(self._n - 1, candidate, spec)
-
-    def wait(self, handles: list[Any], timeout_s: float) -> list[Any]:
-        return handles[:1]
-
-    def result(self, handle: Any) -> dict[str, Any]:
-        if self.on_result:
-            self.on_result(handle.n)
-        if handle.n in self.fail_numbers:
-            raise RuntimeError(f"injected failure in submission {handle.n}")
-        if handle.n in self.device_fail_numbers:
-            raise ProbeTransientError(f"injected: RPC server gone in submission {handle.n}")
-        return evaluate_candidate(handle.candidate, handle.spec)
-
-    def cancel(self, handle: Any) -> None:
-        self.cancelled.append(handle.n)
-
-
-TUNING = Path(tempfile.mkdtemp(prefix="hwnas-test-tuning-"))  # shared: later jobs reuse records
-
-
-def _settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=db_url,
-        artifact_dir=tmp_path,
-        poll_interval_s=0.01,
-        tuning_dir=TUNING,
-        probe_cache_dir=tmp_path / "probe-cache",
-    )
-
-
-def _submit(url: str, spec: dict[str, Any]) -> int:
-    with get_sessionmaker(url)() as s:
-        job = crud.create_job(session=s, job_in=JobCreate.model_validate(spec))
-        assert claim_job(session=s, worker_id="test", stale_after_s=60) is not None
-        return job.id
-
-
 def test_job_runs_to_budget_and_keeps_failures(db_url: str, tmp_path: Path) -> None:
-    settings = _settings(db_url, tmp_path)
-    job_id = _submit(db_url, SPEC)
+    settings = settings_for(db_url, tmp_path)
+    job_id = submit(db_url, SPEC)
     executor = InlineExecutor(fail_numbers={1})
     status = JobController(settings, executor, job_id, "test").run()
     assert status == JobStatus.succeeded
@@ -136,9 +68,9 @@ def test_job_runs_to_budget_and_keeps_failures(db_url: str, tmp_path: Path) -> N
 
 
 def test_cancel_stops_in_flight_trials(db_url: str, tmp_path: Path) -> None:
-    settings = _settings(db_url, tmp_path)
+    settings = settings_for(db_url, tmp_path)
     spec = {**SPEC, "budget": {"trials": 10}}
-    job_id = _submit(db_url, spec)
+    job_id = submit(db_url, spec)
 
     def cancel_after_first(n: int) -> None:
         if n == 1:
@@ -163,9 +95,9 @@ def test_cancel_stops_in_flight_trials(db_url: str, tmp_path: Path) -> None:
 
 
 def test_interrupted_trials_fail_with_reason_on_restart(db_url: str, tmp_path: Path) -> None:
-    settings = _settings(db_url, tmp_path)
+    settings = settings_for(db_url, tmp_path)
     spec = {**SPEC, "budget": {"trials": 1}}
-    job_id = _submit(db_url, spec)
+    job_id = submit(db_url, spec)
     from service.scheduler.study import open_study
 
     study = open_study(db_url, job_id, JobCreate.model_validate(spec))
@@ -184,9 +116,9 @@ def test_device_failures_are_recorded_but_not_counted(db_url: str, tmp_path: Pat
     """A probe device that fails (ProbeTransientError) is not the candidate's fault: the trial
     is FAIL with kind "device", and it counts neither against max_failed nor trials_failed."""
     spec = {**SPEC, "budget": {"trials": 1, "max_failed": 0, "tune_s": 300}}
-    job_id = _submit(db_url, spec)
+    job_id = submit(db_url, spec)
     executor = InlineExecutor(set(), device_fail_numbers=frozenset({0}))
-    status = JobController(_settings(db_url, tmp_path), executor, job_id, "test").run()
+    status = JobController(settings_for(db_url, tmp_path), executor, job_id, "test").run()
     assert status == JobStatus.succeeded
     failed = load_study(db_url, job_id).get_trials(states=(OptunaState.FAIL,))
     assert len(failed) == 1 and failed[0].user_attrs["fail_kind"] == "device"

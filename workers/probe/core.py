@@ -54,7 +54,8 @@ class ProbeOptions:
 
     Attributes:
         tuning_root: MetaSchedule databases (one per profile / target / TVM version); None
-            compiles CPU code with default schedules (``tuning = "untuned"``, always partial).
+            compiles CPU code with default schedules (``tuning = "untuned"``; not partial:
+            no tuning was asked for, and such timings are cached under their own key).
         cache_dir: the probe cache; None measures every time.
         tune_budget_s: seconds this probe may spend tuning tasks with no record (0: none).
         settings: MetaSchedule knobs.
@@ -163,7 +164,7 @@ def _tuning_state(mod: Any, target: Any, profile: Profile, opt: ProbeOptions) ->
     if is_gpu(profile):
         return _state("default-gpu", None, [], [], 0.0, "default-gpu")
     if opt.tuning_root is None:
-        return _state("untuned", None, [], ["*"], 0.0, "untuned")
+        return _state("untuned", None, [], [], 0.0, "untuned")
     path = tuning.db_dir(opt.tuning_root, profile, target)
     tasks = tuning.extract(tuning.fuse(mod, target), target)
     tune_s = 0.0

@@ -6,11 +6,14 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from service.api.deps import SessionDep, SettingsDep
 from service.api.pareto import pareto_points
+from service.api.report import job_report
 from service.db import crud
 from service.db.models import Job, JobStatus, Trial
 from service.schemas import (
+    Extend,
     JobCreate,
     JobPublic,
+    JobReport,
     JobsPublic,
     ParetoPoint,
     ParetoPublic,
@@ -96,7 +99,37 @@ def create_job(job_in: JobCreate, session: SessionDep, settings: SettingsDep) ->
     """Submit a search job (queued until a scheduler claims it)."""
     if job_in.dataset.startswith("user/"):
         _check_user_dataset(job_in, settings)
+    if job_in.warm_start_from is not None:
+        _check_warm_start(job_in, session)
     return to_public(crud.create_job(session=session, job_in=job_in))
+
+
+def _check_warm_start(job_in: JobCreate, session: SessionDep) -> None:
+    """The source of a warm start must exist and have searched the same space."""
+    from fastapi.exceptions import RequestValidationError
+
+    source = session.get(Job, job_in.warm_start_from)
+    msg = None
+    if source is None:
+        msg = f"job {job_in.warm_start_from} does not exist"
+    elif source.spec.get("space") != job_in.space:
+        msg = (
+            f"job {source.id} searched space {source.spec.get('space')!r}, this job searches "
+            f"{job_in.space!r}: its candidates do not carry over"
+        )
+    elif source.trials_complete == 0:
+        msg = f"job {source.id} has no complete trials to start from"
+    if msg is not None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "warm_start_from"),
+                    "msg": msg,
+                    "input": job_in.warm_start_from,
+                }
+            ]
+        )
 
 
 @router.get("")
@@ -123,6 +156,30 @@ def cancel_job(job_id: int, session: SessionDep) -> JobPublic:
             status_code=409, detail=f"job {job_id} already ended ({job.status.value})"
         )
     return to_public(crud.request_cancel(session=session, job=job))
+
+
+@router.post("/{job_id}/extend")
+def extend_job(job_id: int, body: Extend, session: SessionDep) -> JobPublic:
+    """Give an ended job more trials: it is queued again and resumes its study (the sampler
+    continues from every trial so far)."""
+    job = _job_or_404(session, job_id)
+    if job.status not in (JobStatus.succeeded, JobStatus.cancelled, JobStatus.failed):
+        raise HTTPException(
+            status_code=409,
+            detail=f"job {job_id} is {job.status.value}: only an ended job can be extended",
+        )
+    return to_public(
+        crud.extend_job(session=session, job=job, trials=body.trials, tune_s=body.tune_s)
+    )
+
+
+@router.get("/{job_id}/report")
+def get_report(job_id: int, session: SessionDep) -> JobReport:
+    """What the job cost and saved: CPU and device seconds per stage, cache hit rates,
+    pre-filter rejections and the training time they saved, trials per node."""
+    _job_or_404(session, job_id)
+    rows, _ = crud.list_trials(session=session, job_id=job_id, skip=0, limit=1_000_000)
+    return job_report(job_id, rows)
 
 
 @router.get("/{job_id}/trials")
