@@ -32,8 +32,8 @@ def prefilter(
 
     Returns ``metrics`` (``size_bytes``, ``macs``, ``bitops``, ``latency_ms`` per probed
     profile), ``latency`` (probe stats), ``violations`` (constraint text -> relative excess,
-    only the broken ones) and ``rejected`` (True when any is broken). A latency from a partly untuned
-    probe never rejects: untuned code is slower than what the trained candidate would get.
+    only the broken ones) and ``rejected`` (True when any is broken). A latency from a partly
+    untuned probe never rejects: untuned code is slower than what the trained candidate would get.
     """
     net = structural_model(cand)
     example = example_input(cand)
