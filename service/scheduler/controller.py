@@ -140,8 +140,12 @@ class JobController:
                     f"the pre-filter rejected {rejected} candidates untrained: the constraints "
                     f"{spec.constraints} look unreachable in this space"
                 )
+            sampled = True
             while len(in_flight) < capacity and complete + len(in_flight) < spec.budget.trials:
-                self._dispatch(study, space, spec, in_flight)
+                if not (sampled := self._dispatch(study, space, spec, in_flight)):
+                    break
+            if not sampled:
+                continue  # a trial failed to sample: count it against max_failed first
             if not in_flight:
                 return JobStatus.succeeded
             for handle in self.executor.wait(list(in_flight), self.settings.poll_interval_s):
@@ -169,7 +173,8 @@ class JobController:
 
     def _dispatch(
         self, study: optuna.Study, space: Any, spec: JobCreate, in_flight: dict[Any, _InFlight]
-    ) -> None:
+    ) -> bool:
+        """Ask, sample and submit one trial; False when the space could not sample it."""
         trial = study.ask()
         try:
             cand = space.sample(trial)
@@ -178,13 +183,14 @@ class JobController:
         ) as e:  # a space that cannot build this point: the trial fails, the job goes on
             self.records.create(trial.number, {}, "")
             self.records.fail(study, trial, f"sampling failed: {type(e).__name__}: {e}")
-            return
+            return False
         candidate = cand.model_dump(mode="json")
         trial.set_user_attr("candidate", candidate)
         trial.set_user_attr("summary", cand.summary())
         trial.set_user_attr("candidate_hash", cand.structural_hash())
         self.records.create(trial.number, candidate, cand.structural_hash())
         self._submit(spec, in_flight, _InFlight(trial, candidate, rung=0))
+        return True
 
     def _submit(self, spec: JobCreate, in_flight: dict[Any, _InFlight], item: _InFlight) -> None:
         number = item.trial.number

@@ -162,3 +162,38 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
         "/healthz",
     ):
         assert p in paths
+
+
+def test_extend_report_and_warm_start_refusals(client: TestClient) -> None:
+    job = client.post("/v1/jobs", json=DEMO).json()
+    r = client.post(f"/v1/jobs/{job['id']}/extend", json={"trials": 4})
+    assert r.status_code == 409 and "only an ended job" in r.json()["detail"]
+    client.post(f"/v1/jobs/{job['id']}/cancel")  # queued -> cancelled at once
+    r = client.post(f"/v1/jobs/{job['id']}/extend", json={"trials": 4, "tune_s": 60})
+    assert r.status_code == 200, r.text
+    extended = r.json()
+    assert extended["status"] == "queued" and extended["progress"]["budget"] == 4
+    assert extended["spec"]["budget"]["tune_s"] == DEMO["budget"]["tune_s"] + 60
+    bad = client.post(f"/v1/jobs/{job['id']}/extend", json={"trials": 0})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "trials"]
+    report = client.get(f"/v1/jobs/{job['id']}/report").json()
+    assert report["trials"] == {} and report["cache"]["probe"]["hit_rate"] is None
+    assert client.get("/v1/jobs/999/report").status_code == 404
+
+    for source, needle in ((999, "does not exist"), (job["id"], "no complete trials")):
+        r = client.post("/v1/jobs", json={**DEMO, "warm_start_from": source})
+        assert r.status_code == 422
+        (err,) = r.json()["detail"]
+        assert err["loc"] == ["body", "warm_start_from"] and needle in err["msg"]
+    other = {**DEMO, "space": "mlp_small", "warm_start_from": job["id"]}
+    with_space = client.post("/v1/jobs", json=other).json()["detail"][0]["msg"]
+    assert "searched space 'small_joint'" in with_space
+    assert _count(client) == 1  # nothing refused was stored
+
+
+def test_constraints_are_refused_by_index(client: TestClient) -> None:
+    spec = {**DEMO, "constraints": ["size <= 200 KB", "latency@arm/rasp5 <= 3 ms"]}
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 422
+    (err,) = r.json()["detail"]
+    assert err["loc"] == ["body", "constraints"] and "constraints[1]" in err["msg"]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState as OptunaState
 
+from search_spaces import SpaceContext, get_space
 from service.api.report import job_report
 from service.db import crud
 from service.db.models import Job, JobStatus, TrialState
@@ -120,8 +121,10 @@ def test_interrupted_trials_rerun_once_with_same_params(db_url: str, tmp_path: P
     job = JobCreate.model_validate(spec)
     study = open_study(db_url, job_id, job)
     orphan = study.ask()  # a scheduler died with this trial RUNNING
-    orphan.suggest_categorical("depth", [1])
-    orphan.suggest_categorical("layer0.width", [64])
+    space = get_space("mlp_small")(
+        SpaceContext(input_shape=(1, 8, 8), num_classes=10), job.choices()
+    )
+    space.sample(orphan)
     records = TrialRecords(get_sessionmaker(db_url), job_id)
     records.create(orphan.number, {}, "")
     records.requeue(study, orphan.number, orphan.params)  # ... after enqueueing its re-run
@@ -156,6 +159,20 @@ def test_extend_adds_trials_and_warm_start_enqueues_the_front(db_url: str, tmp_p
     warm = load_study(db_url, second).trials[: len(front)]
     assert [t.params for t in warm] == [t.params for t in front]
     assert all(t.user_attrs["warm_start_from"].startswith(f"{first}-") for t in warm)
+
+
+def test_a_space_that_cannot_sample_fails_the_job_instead_of_spinning(
+    db_url: str, tmp_path: Path
+) -> None:
+    job_id = submit(db_url, {**BASE, "budget": {"trials": 2, "max_failed": 1, "tune_s": 0}})
+    study = open_study(db_url, job_id, JobCreate.model_validate(BASE))
+    t = study.ask()
+    t.suggest_categorical("depth", [1, 2, 3, 4])  # "depth" now has another distribution
+    study.tell(t, state=OptunaState.FAIL)
+    assert _run(db_url, tmp_path, job_id) == JobStatus.failed  # every sample raises
+    with get_sessionmaker(db_url)() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.trials_failed == 2 and "max_failed" in (job.error or "")
 
 
 def test_tpe_with_pinned_architecture(db_url: str, tmp_path: Path) -> None:
