@@ -141,8 +141,9 @@ def test_dead_worker_is_retried_once_then_recorded(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def ray_cluster(tmp_path: Path) -> Iterator[str]:
-    """A Ray head and a second node on this machine, 1 CPU each, token auth on."""
+def ray_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Ray head and a second node on this machine, 1 CPU each, token auth on; yields the
+    address and the environment a client needs (the token)."""
     token = tmp_path / "ray-token"
     token.write_text(secrets.token_hex(32))
     env = {
@@ -154,52 +155,66 @@ def ray_cluster(tmp_path: Path) -> Iterator[str]:
     ray_bin = str(Path(sys.executable).with_name("ray"))
     port = _free_port()  # not 6379: these machines run Redis there
     address = f"127.0.0.1:{port}"
-    common = ["--block", "--num-cpus=1", "--disable-usage-stats"]
+    common = ["--block", "--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
     procs: list[subprocess.Popen[bytes]] = []
-    log = tmp_path / "ray.log"
     try:
-        with log.open("ab") as out:
+        with (tmp_path / "ray.log").open("ab") as out:
+            head = [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false"]
             procs.append(
                 subprocess.Popen(
-                    [ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                     "--include-dashboard=false", *common],
-                    env=env, stdout=out, stderr=out, start_new_session=True,
+                    [*head, *common], env=env, stdout=out, stderr=out, start_new_session=True
                 )
-            )  # fmt: skip
+            )
             time.sleep(8)
+            worker = [ray_bin, "start", f"--address={address}"]
             procs.append(
                 subprocess.Popen(
-                    [ray_bin, "start", f"--address={address}", "--node-ip-address=127.0.0.1",
-                     *common],
-                    env=env, stdout=out, stderr=out, start_new_session=True,
+                    [*worker, *common], env=env, stdout=out, stderr=out, start_new_session=True
                 )
-            )  # fmt: skip
-        for key, value in env.items():
-            os.environ[key] = value  # the driver authenticates with the same token
-        yield address
+            )
+            time.sleep(5)
+        yield address, env
     finally:
         for p in reversed(procs):
             _stop_tree(p)
-        for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-            os.environ.pop(key, None)
 
 
-def test_job_runs_across_two_ray_nodes(tmp_path: Path, ray_cluster: str) -> None:
-    import ray
+def _scheduler_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    return {
+        **(base or os.environ),
+        "HWNAS_DATABASE_URL": settings.database_url,
+        "HWNAS_ARTIFACT_DIR": str(settings.artifact_dir),
+        "HWNAS_TUNING_DIR": str(settings.tuning_dir),
+        "HWNAS_PROBE_CACHE_DIR": str(settings.probe_cache_dir),
+        "HWNAS_HEARTBEAT_TIMEOUT_S": "3",
+        "HWNAS_POLL_INTERVAL_S": "0.2",
+    }
 
+
+def _job_status(settings: Settings, job_id: int) -> JobStatus | None:
+    with get_sessionmaker(settings.database_url)() as s:
+        job = s.get(Job, job_id)
+        return None if job is None else job.status
+
+
+SCHEDULER = [sys.executable, "-m", "service.cli", "scheduler"]
+
+
+def test_job_runs_across_two_ray_nodes(
+    tmp_path: Path, ray_cluster: tuple[str, dict[str, str]]
+) -> None:
     from service.api.report import job_report
-    from service.scheduler.executor import RayExecutor
 
-    settings = _settings(tmp_path, ray_address=ray_cluster)
-    job_id = _submit(settings, SPEC)
-    ray.init(address=ray_cluster)
-    _wait(lambda: len(ray.nodes()) == 2 and all(n["Alive"] for n in ray.nodes()), 60, "2 nodes")
-    executor = RayExecutor(settings)
-    try:
-        assert executor.capacity == 2  # one CPU per node, one CPU per trial
-        assert JobController(settings, executor, job_id, "test").run() == JobStatus.succeeded
-    finally:
-        executor.shutdown()
+    address, ray_env = ray_cluster
+    settings = _settings(tmp_path)
+    job_id = _submit(settings, SPEC, claim=False)
+    env = {**_scheduler_env(settings, ray_env), "HWNAS_RAY_ADDRESS": address}
+    with (tmp_path / "scheduler.log").open("ab") as out:
+        proc = subprocess.Popen(SCHEDULER, env=env, stdout=out, stderr=out, start_new_session=True)
+        try:
+            _wait(lambda: _job_status(settings, job_id) == JobStatus.succeeded, 300, "the job")
+        finally:
+            _stop_tree(proc)
     with get_sessionmaker(settings.database_url)() as s:
         rows, _ = crud.list_trials(session=s, job_id=job_id, skip=0, limit=100)
     report = job_report(job_id, rows)
@@ -210,16 +225,8 @@ def test_job_runs_across_two_ray_nodes(tmp_path: Path, ray_cluster: str) -> None
 def test_scheduler_killed_mid_job_resumes_with_exact_budget(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     job_id = _submit(settings, {**SPEC, "budget": {"trials": 5, "tune_s": 0}}, claim=False)
-    env = {
-        **os.environ,
-        "HWNAS_DATABASE_URL": settings.database_url,
-        "HWNAS_ARTIFACT_DIR": str(settings.artifact_dir),
-        "HWNAS_TUNING_DIR": str(settings.tuning_dir),
-        "HWNAS_PROBE_CACHE_DIR": str(settings.probe_cache_dir),
-        "HWNAS_HEARTBEAT_TIMEOUT_S": "3",
-        "HWNAS_POLL_INTERVAL_S": "0.2",
-    }
-    cmd = [sys.executable, "-m", "service.cli", "scheduler"]
+    env = _scheduler_env(settings)
+    cmd = SCHEDULER
     sessions = get_sessionmaker(settings.database_url)
 
     def states() -> list[OptunaState]:

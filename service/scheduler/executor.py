@@ -50,6 +50,8 @@ class RayExecutor:
         if not ray.is_initialized():
             if settings.ray_address is None:
                 ray.init(
+                    # "local": always a new instance, never a `ray start` cluster on this host
+                    address="local",
                     num_cpus=settings.ray_num_cpus,
                     include_dashboard=False,
                     object_store_memory=256 * 2**20,
