@@ -149,7 +149,7 @@ def test_numerics_check_rejects_a_wrong_graph(monkeypatch: pytest.MonkeyPatch) -
 
 def test_probe_cache_keys_on_structure_not_weights(tmp_path: Path) -> None:
     """Same structure, other weights: measured once. An empty tuning database with no budget
-    gives a partial probe, which is never cached."""
+    gives a partial probe, which is never cached; an untuned probe (no tuning asked) is."""
     profile = get_profile("x86/local")
     mlp = _cand("mlp", (64,), Stage(width=32))
     opts = ProbeOptions(tuning_root=tmp_path / "tuning", cache_dir=tmp_path / "cache")
@@ -161,9 +161,14 @@ def test_probe_cache_keys_on_structure_not_weights(tmp_path: Path) -> None:
 
     opts_untuned = ProbeOptions(cache_dir=tmp_path / "cache2")
     a = probe(_net(mlp), example_input(mlp), profile, options=opts_untuned)
-    assert not a["cache_hit"]
-    # untuned probes are partial too: never cached
-    assert not list((tmp_path / "cache2").rglob("*.json"))
+    assert not a["cache_hit"] and a["tuning"] == "untuned" and a["partial"] is False
+    # no tuning asked for: the default-schedule timing is cached, under its own key
+    assert len(list((tmp_path / "cache2").rglob("*.json"))) == 1
+    other = _net(mlp)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01)
+    assert probe(other, example_input(mlp), profile, options=opts_untuned)["cache_hit"]
 
 
 def test_structure_hash_ignores_weights_and_scales() -> None:
