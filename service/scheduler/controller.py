@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +25,7 @@ from service.db.queue import heartbeat
 from service.db.session import get_sessionmaker
 from service.scheduler.fidelity import Ladder
 from service.scheduler.records import TrialRecords
+from service.scheduler.results import LATENCY_ATTRS, error_message, metric_value
 from service.scheduler.study import open_study, warm_start
 from service.schemas import JobCreate
 from service.settings import Settings
@@ -244,7 +244,7 @@ class JobController:
         try:
             result = self.executor.result(handle)
         except Exception as e:
-            msg = _error_message(e)
+            msg = error_message(e)
             # A device that failed or stayed busy is not the candidate's fault: recorded, but
             # not counted against max_failed.
             kind = "device" if isinstance(e, ProbeTransientError) else "error"
@@ -270,7 +270,7 @@ class JobController:
         if result["prefiltered"]:
             self._tell_rejected(study, spec, t, result, cost)
             return
-        values = [_value(m, name) for name in spec.metric_names()]
+        values = [metric_value(m, name) for name in spec.metric_names()]
         penalties = self._constraint_values(spec, result)
         if item.rung < self.ladder.top:
             penalty = sum(max(0.0, v) for v in penalties.values())
@@ -291,7 +291,7 @@ class JobController:
         t.set_user_attr("parent_cache_hit", result["parent_cache_hit"])
         t.set_user_attr("node", result.get("node"))
         for prof, st in result["latency"].items():
-            t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in _LATENCY_ATTRS})
+            t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in LATENCY_ATTRS})
         self._set_constraints(t, penalties)
         study.tell(t, values)
         self.records.update(
@@ -308,7 +308,7 @@ class JobController:
     def _constraint_values(self, spec: JobCreate, result: dict[str, Any]) -> dict[str, float]:
         """Optuna constraint values (<= 0 feasible) of a result, by name."""
         m = result["metrics"]
-        out = {c.text: round(c.violation(_value(m, c.metric)), 6) for c in self.constraints}
+        out = {c.text: round(c.violation(metric_value(m, c.metric)), 6) for c in self.constraints}
         if spec.tuning == "metaschedule" and any(n.startswith("latency") for n in spec.objectives):
             # A latency from partly untuned code is kept but never final: infeasible for
             # Optuna, so it stays off best_trials (/pareto, /best) and the dashboard's front.
@@ -338,14 +338,14 @@ class JobController:
         t.set_user_attr("accuracy_measured", False)
         t.set_user_attr("violations", violations)
         for prof, st in result["latency"].items():
-            t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in _LATENCY_ATTRS})
+            t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in LATENCY_ATTRS})
         penalties = {
-            c.text: round(c.violation(_value(m, c.metric)), 6)
+            c.text: round(c.violation(metric_value(m, c.metric)), 6)
             for c in self.constraints
             if c.before_training
         }
         self._set_constraints(t, penalties)
-        study.tell(t, [_value(m, name) for name in spec.metric_names()])
+        study.tell(t, [metric_value(m, name) for name in spec.metric_names()])
         self.records.update(
             t.number,
             TrialState.rejected,
@@ -399,34 +399,3 @@ class JobController:
             job.error = error
             job.finished_at = utcnow()
             s.commit()
-
-
-def _value(metrics: dict[str, Any], name: str) -> float:
-    """A study metric (``latency_ms@<profile>`` or a metrics key) from a worker's metrics."""
-    if name.startswith("latency_ms@"):
-        return float(metrics["latency_ms"][name.split("@", 1)[1]])
-    return float(metrics[name])
-
-
-_LATENCY_ATTRS = (  # the per-profile probe stats kept as trial user attrs
-    "median_ms",
-    "iqr_ms",
-    "cv",
-    "repeat",
-    "number",
-    "tuning",
-    "partial",
-    "precision",
-    "cache_hit",
-    "tune_s",
-    "tvm_version",
-)
-
-
-def _error_message(e: BaseException) -> str:
-    """The worker's own exception, not Ray's wrapper text."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, BaseException):
-        tb = "".join(traceback.format_exception_only(type(cause), cause)).strip()
-        return tb
-    return f"{type(e).__name__}: {e}"
