@@ -8,6 +8,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,6 +178,10 @@ def ray_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     finally:
         for p in reversed(procs):
             _stop_tree(p)
+        # `ray start` records its address for later plain `ray.init()` calls: forget ours
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def _scheduler_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:

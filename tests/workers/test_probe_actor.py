@@ -22,7 +22,8 @@ def ray_local() -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, object_store_memory=128 * 2**20)
+    # address="local": a new instance, never a `ray start` cluster left on the host
+    ray.init(address="local", num_cpus=1, include_dashboard=False, object_store_memory=128 * 2**20)
     try:
         yield
     finally:
