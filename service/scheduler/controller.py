@@ -308,7 +308,7 @@ class JobController:
     def _constraint_values(self, spec: JobCreate, result: dict[str, Any]) -> dict[str, float]:
         """Optuna constraint values (<= 0 feasible) of a result, by name."""
         m = result["metrics"]
-        out = {c.text: round(c.violation(metric_value(m, c.metric)), 6) for c in self.constraints}
+        out = _violations(m, self.constraints)
         if spec.tuning == "metaschedule" and any(n.startswith("latency") for n in spec.objectives):
             # A latency from partly untuned code is kept but never final: infeasible for
             # Optuna, so it stays off best_trials (/pareto, /best) and the dashboard's front.
@@ -339,11 +339,7 @@ class JobController:
         t.set_user_attr("violations", violations)
         for prof, st in result["latency"].items():
             t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in LATENCY_ATTRS})
-        penalties = {
-            c.text: round(c.violation(metric_value(m, c.metric)), 6)
-            for c in self.constraints
-            if c.before_training
-        }
+        penalties = _violations(m, [c for c in self.constraints if c.before_training])
         self._set_constraints(t, penalties)
         study.tell(t, [metric_value(m, name) for name in spec.metric_names()])
         self.records.update(
@@ -399,3 +395,8 @@ class JobController:
             job.error = error
             job.finished_at = utcnow()
             s.commit()
+
+
+def _violations(metrics: dict[str, Any], constraints: list[Constraint]) -> dict[str, float]:
+    """Optuna constraint value (<= 0 satisfied) of each constraint, by its text."""
+    return {c.text: round(c.violation(metric_value(metrics, c.metric)), 6) for c in constraints}
