@@ -4,62 +4,58 @@ The compressed structure (channels kept, ranks, bit-widths) is fixed by the cand
 untrained model compressed the same way has the deployed size, MACs and latency of the trained
 one. A candidate that breaks a hard constraint on those is rejected here, without training.
 The probe of the structure also fills the probe cache (timing is keyed by structure, not
-weights), so a candidate that passes gets its latency from the cache after training.
+weights). The verdict comes from :func:`workers.scoring.rejections`, the same scoring the
+controller tells Optuna.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from search_spaces import Candidate
-from workers.bounds import Constraint
 from workers.compress.pack import packed_size
 from workers.cost import compute_cost
 from workers.models import example_input
 from workers.probe import ProbeOptions
 from workers.probe.actor import probe_warm
 from workers.probe.structure import structural_model
+from workers.records import Metrics, PrefilterResult
+from workers.scoring import Constraint, rejections
 
 _CHECK = 32  # inputs for the compiled-vs-PyTorch numerics check of the untrained structure
 
 
 def prefilter(
-    cand: Candidate, constraints: list[Constraint], profiles: list[str], options: ProbeOptions
-) -> dict[str, Any]:
-    """Measure what ``constraints`` bound on the structure of ``cand``.
+    cand: Candidate,
+    constraints: list[Constraint],
+    profiles: list[str],
+    options: ProbeOptions,
+    *,
+    conv_method: str = "tucker2",
+) -> PrefilterResult:
+    """Measure what ``constraints`` bound on the structure of ``cand`` (factorized with the
+    job's ``conv_method``, so it is the structure the trained candidate will have).
 
-    Returns ``metrics`` (``size_bytes``, ``macs``, ``bitops``, ``latency_ms`` per profile),
-    ``latency`` (probe stats), ``violations`` (constraint text -> relative excess, only the
-    broken ones) and ``rejected`` (True when any is broken). A latency from a partly untuned
-    probe never rejects: untuned code is slower than what the trained candidate would get.
+    Every profile is probed: a rejected trial still reports all its objectives. A latency from
+    a partly untuned probe never rejects.
     """
-    net = structural_model(cand)
+    net = structural_model(cand, conv_method=conv_method)
     example = example_input(cand)
-    metrics: dict[str, Any] = {"size_bytes": packed_size(net), **compute_cost(net, example)}
-    latency: dict[str, dict[str, Any]] = {}
     g = torch.Generator().manual_seed(0)
     check = torch.randn(_CHECK, *example.shape[1:], generator=g)
-    for name in profiles:  # every profile: a rejected trial still reports all its objectives
-        latency[name] = probe_warm(net, example, name, options=options, check_inputs=check)
-    metrics["latency_ms"] = {p: st["median_ms"] for p, st in latency.items()}
-    violations: dict[str, float] = {}
-    for c in constraints:
-        metric = c.metric
-        if metric.startswith("latency_ms@"):
-            st = latency[metric.split("@", 1)[1]]
-            if st["partial"]:
-                continue
-            value = float(st["median_ms"])
-        else:
-            value = float(metrics[metric])
-        v = c.violation(value)
-        if v > 0:
-            violations[c.text] = round(v, 6)
-    return {
-        "metrics": metrics,
-        "latency": latency,
-        "violations": violations,
-        "rejected": bool(violations),
+    latency = {
+        name: probe_warm(net, example, name, options=options, check_inputs=check)
+        for name in profiles
     }
+    cost = compute_cost(net, example)
+    metrics = Metrics(
+        size_bytes=packed_size(net),
+        macs=cost["macs"],
+        bitops=cost["bitops"],
+        latency_ms={p: st.median_ms for p, st in latency.items()},
+        latency_partial=sorted(p for p, st in latency.items() if st.partial),
+    )
+    violations = rejections(metrics, constraints)
+    return PrefilterResult(
+        metrics=metrics, latency=latency, violations=violations, rejected=bool(violations)
+    )

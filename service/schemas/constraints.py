@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
-from workers.bounds import Constraint
+from workers.scoring import LATENCY_PREFIX, OBJECTIVES, Constraint
 
 _UNITS: dict[str, dict[str, float]] = {
     "latency": {"": 1.0, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3},
@@ -14,7 +15,7 @@ _UNITS: dict[str, dict[str, float]] = {
     "macs": {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9},
     "bitops": {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9},
 }
-_METRIC = {"size": "size_bytes", "accuracy": "accuracy", "macs": "macs", "bitops": "bitops"}
+_METRIC = {name: metric for name, (metric, _) in OBJECTIVES.items()}
 _OP = {"accuracy": ">="}  # every other metric is bounded from above
 _SYNTAX = re.compile(
     r"^\s*(?P<name>[a-z]+)(?:@(?P<profile>\S+))?\s*(?P<op><=|>=|<|>|=)\s*"
@@ -38,7 +39,7 @@ def parse_constraint(text: str, profiles: list[str]) -> Constraint:
         )
     if profile is not None and name != "latency":
         raise ValueError(f"only latency takes a profile ({text!r})")
-    want = _OP.get(name, "<=")
+    want: Literal["<=", ">="] = ">=" if _OP.get(name) == ">=" else "<="
     if op != want:
         raise ValueError(f"{name} constraints are '{want}' bounds, got {op!r} in {text!r}")
     units = _UNITS[name]
@@ -59,5 +60,7 @@ def parse_constraint(text: str, profiles: list[str]) -> Constraint:
             profile = profiles[0]
         if profile not in profiles:
             raise ValueError(f"{text!r} names profile {profile!r}, not in profiles {profiles}")
-        return Constraint(text.strip(), f"latency_ms@{profile}", op, bound)
-    return Constraint(text.strip(), _METRIC[name], op, bound)
+        return Constraint(
+            text=text.strip(), metric=f"{LATENCY_PREFIX}{profile}", op=op, bound=bound
+        )
+    return Constraint(text=text.strip(), metric=_METRIC[name], op=want, bound=bound)

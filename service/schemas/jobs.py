@@ -10,16 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from hw_profiles import UnknownProfileError, get_profile
 from search_spaces import SpaceContext, UnknownSpaceError, get_space
 from service.schemas.constraints import parse_constraint
-from workers.bounds import Constraint
 from workers.data import UnknownDatasetError, get_dataset
-
-# objective name in a job spec -> (metric name in the study, direction)
-BASE_OBJECTIVES = {
-    "accuracy": ("accuracy", "maximize"),
-    "size": ("size_bytes", "minimize"),
-    "macs": ("macs", "minimize"),
-    "bitops": ("bitops", "minimize"),
-}
+from workers.scoring import OBJECTIVES, Constraint, objective_metric
 
 
 class Budget(BaseModel):
@@ -223,7 +215,7 @@ class JobCreate(BaseModel):
         profiles = info.data.get("profiles", [])
         out: list[str] = []
         for name in v:
-            if name in BASE_OBJECTIVES:
+            if name in OBJECTIVES:
                 out.append(name)
             elif name == "latency":
                 out += [f"latency@{p}" for p in profiles]
@@ -286,10 +278,10 @@ class JobCreate(BaseModel):
 
     def metric_names(self) -> list[str]:
         """Metric names of the Optuna study, in objective order."""
-        return [_metric(o)[0] for o in self.objectives]
+        return [objective_metric(o)[0] for o in self.objectives]
 
     def directions(self) -> list[str]:
-        return [_metric(o)[1] for o in self.objectives]
+        return [objective_metric(o)[1] for o in self.objectives]
 
 
 def _dimension_of(key: str, dims: dict[str, Any]) -> Any:
@@ -300,12 +292,6 @@ def _dimension_of(key: str, dims: dict[str, Any]) -> Any:
     if "head" in parts:
         names.insert(1, f"head_{parts[-1]}")
     return next((dims[n] for n in names if n in dims), None)
-
-
-def _metric(objective: str) -> tuple[str, str]:
-    if objective in BASE_OBJECTIVES:
-        return BASE_OBJECTIVES[objective]
-    return f"latency_ms@{objective.split('@', 1)[1]}", "minimize"
 
 
 class Progress(BaseModel):
@@ -362,6 +348,7 @@ class TrialPublic(BaseModel):
     summary: str
     metrics: dict[str, Any] | None
     latency: dict[str, Any] | None
+    verified: dict[str, Any] | None = None
     timings: dict[str, Any] | None
     error: str | None
     model_id: str | None
@@ -373,14 +360,31 @@ class TrialsPublic(BaseModel):
 
 
 class ParetoPoint(BaseModel):
-    """One non-dominated trial. ``accuracy`` is on the validation split (the objective)."""
+    """One point of the front. ``accuracy`` is on the validation split (the objective);
+    ``latency_ms`` is the verified latency of the shipped library where the job verified it
+    (``latency_source``), else the search-time probe's."""
 
     trial: int
     accuracy: float
     test_accuracy: float | None
+    test_accuracy_ci95: tuple[float, float] | None = None
     latency_ms: dict[str, float]
+    latency_source: dict[str, str] = Field(default_factory=dict)
+    latency_search_ms: dict[str, float] = Field(default_factory=dict)
     latency_tuning: dict[str, str]
+    verified: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per profile: the verification (spread, canary)"
+    )
+    speedup_vs_dense: dict[str, float | None] = Field(default_factory=dict)
+    no_speedup: dict[str, bool | None] = Field(
+        default_factory=dict, description="compressed but less than 1.05x faster than dense"
+    )
+    latency_disagrees: dict[str, bool | None] = Field(
+        default_factory=dict, description="search-time and verified latency differ beyond noise"
+    )
     size_bytes: int
+    size_ratio_vs_dense: float | None = None
+    file_scores: dict[str, dict[str, Any]] = Field(default_factory=dict)
     candidate: dict[str, Any]
     summary: str
     model_id: str | None
@@ -390,3 +394,6 @@ class ParetoPublic(BaseModel):
     job_id: int
     metric_names: list[str]
     data: list[ParetoPoint]
+    verification: dict[str, Any] | None = Field(
+        default=None, description="how the front's latencies were verified after the job"
+    )

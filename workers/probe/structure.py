@@ -18,12 +18,13 @@ from workers.models import Net, build_model, example_input
 
 
 @torch.no_grad()
-def structural_model(cand: Candidate, seed: int = 0) -> Net:
-    """The untrained ``cand`` compressed as the real pipeline would shape it."""
+def structural_model(cand: Candidate, seed: int = 0, conv_method: str = "tucker2") -> Net:
+    """The untrained ``cand`` compressed as the real pipeline would shape it; ``conv_method``
+    is the job's ``conv_decomposition`` (``tucker2`` or ``svd``): it changes the structure."""
     torch.manual_seed(seed)
     net = build_model(cand).eval()
     prune_model(net, "l1")
-    factorize_model(net)
+    factorize_model(net, conv_method=conv_method)  # type: ignore[arg-type]
     fold_batchnorm(net)
     if attach_act_quant(net):
         g = torch.Generator().manual_seed(seed)

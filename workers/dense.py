@@ -1,0 +1,24 @@
+"""The dense fp32 parent of a candidate: same architecture, no compression.
+
+What a compressed candidate is compared with: its speedup and size ratio "vs dense" are
+against this model on the same profile (measured, never assumed).
+"""
+
+from __future__ import annotations
+
+from search_spaces import Candidate
+
+_DENSE = {"wbits": 32, "abits": 32, "prune": 0.0, "rank": 1.0}
+
+
+def dense_candidate(cand: Candidate) -> Candidate:
+    """``cand`` with every stage and block at 32 bits, unpruned, full rank; head at 32 bits."""
+    stages = tuple(s.model_copy(update={**_DENSE, "blocks": None}) for s in cand.stages)
+    return Candidate.model_validate(
+        {
+            **cand.model_dump(mode="json"),
+            "stages": [s.model_dump(mode="json") for s in stages],
+            "head_wbits": 32,
+            "head_abits": 32,
+        }
+    )
