@@ -33,8 +33,15 @@ class Measure(BaseModel):
     session_timeout_s: int = Field(default=120, ge=1, le=3600)
     threads: int = Field(default=1, ge=1, le=256)
     warmup: int = Field(default=5, ge=0, le=1000)
-    number: int = Field(default=20, ge=1, le=10_000)
-    repeat: int = Field(default=15, ge=3, le=1000)
+    number: int = Field(default=20, ge=1, le=10_000, description="runs per sample (at least)")
+    repeat: int = Field(default=15, ge=3, le=1000, description="samples (timing rounds)")
+    min_repeat_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=10_000,
+        description="a sample lasts at least this long (more runs for fast models: a few-µs "
+        "model is mostly timer noise at 20 runs)",
+    )
     max_cv: float = Field(default=0.15, gt=0, le=10)
 
     @field_validator("tracker", "host")

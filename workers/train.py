@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers.data import Split
+from workers.lease import ComputeSlots
 
 
 @dataclass(frozen=True)
@@ -90,34 +91,51 @@ def fit(
         teacher.eval()
     model.train()
     mean_loss = float("nan")
-    for _ in range(epochs):
-        total, n = 0.0, 0
-        for x, y in _batches(data, recipe.batch_size, rng):
-            if use_feat and adapter is not None:
-                feats = model.features(x)  # type: ignore[operator]
-                logits = model.head(feats)  # type: ignore[operator]
-            else:
-                logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            if teacher is not None:
-                t = recipe.kd_temperature
-                with torch.no_grad():
-                    t_feats = teacher.features(x) if use_feat else None  # type: ignore[operator]
-                    t_logits = teacher.head(t_feats) if use_feat else teacher(x)  # type: ignore[operator]
-                soft = F.softmax(t_logits / t, dim=1)
-                kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean")
-                loss = (1 - recipe.kd_alpha) * loss + recipe.kd_alpha * t * t * kd
-                if use_feat and adapter is not None and t_feats is not None:
-                    loss = loss + recipe.feature_kd * F.mse_loss(adapter(feats), t_feats)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(y)
-            n += len(y)
-        mean_loss = total / max(n, 1)
+    with ComputeSlots() as slots:  # a latency timing on this node pauses us between batches
+        for _ in range(epochs):
+            total, n = 0.0, 0
+            for x, y in _batches(data, recipe.batch_size, rng):
+                with slots.step():
+                    loss = _loss(model, x, y, recipe, teacher, adapter)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                total += float(loss.detach()) * len(y)
+                n += len(y)
+            mean_loss = total / max(n, 1)
     model.eval()
     return mean_loss
+
+
+def _loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Recipe,
+    teacher: nn.Module | None,
+    adapter: nn.Linear | None,
+) -> torch.Tensor:
+    """Cross-entropy, plus logit KD (and feature KD through ``adapter``) from ``teacher``."""
+    feats: torch.Tensor | None = None
+    if adapter is not None:
+        feats = model.features(x)  # type: ignore[operator]
+        logits = model.head(feats)  # type: ignore[operator]
+    else:
+        logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    if teacher is None:
+        return loss
+    t = recipe.kd_temperature
+    with torch.no_grad():
+        t_feats = teacher.features(x) if adapter is not None else None  # type: ignore[operator]
+        t_logits = teacher.head(t_feats) if adapter is not None else teacher(x)  # type: ignore[operator]
+    soft = F.softmax(t_logits / t, dim=1)
+    kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean")
+    loss = (1 - recipe.kd_alpha) * loss + recipe.kd_alpha * t * t * kd
+    if adapter is not None and feats is not None and t_feats is not None:
+        loss = loss + recipe.feature_kd * F.mse_loss(adapter(feats), t_feats)
+    return loss
 
 
 def batches(
@@ -144,7 +162,11 @@ def subset(data: Split, n: int | None, seed: int = 0) -> Split:
 @torch.no_grad()
 def predict(model: nn.Module, data: Split, batch_size: int = 512) -> np.ndarray:
     model.eval()
-    outs = [model(x).argmax(dim=1).numpy() for x, _ in _batches(data, batch_size, None)]
+    outs = []
+    with ComputeSlots() as slots:
+        for x, _ in _batches(data, batch_size, None):
+            with slots.step():
+                outs.append(model(x).argmax(dim=1).numpy())
     return np.concatenate(outs)
 
 

@@ -17,6 +17,7 @@ from workers.compress import factorize_model, fold_batchnorm, prune_model
 from workers.compress.quantize import attach_act_quant, calibrate, quantize_weights
 from workers.models import Net, build_model, example_input
 from workers.probe import ProbeError, ProbeOptions, probe
+from workers.records import ProbeStats
 
 
 def _cand(family: str, shape: tuple[int, ...], *stages: Stage) -> Candidate:
@@ -35,20 +36,21 @@ def _net(cand: Candidate) -> Net:
     return build_model(cand).eval()
 
 
-def _check_stats(stats: dict[str, Any], profile: Profile) -> None:
-    assert stats["max_abs_err"] < 1e-4
-    assert stats["median_ms"] > 0
-    assert stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
-    assert stats["cv"] >= 0
-    assert stats["iqr_ms"] >= 0
-    assert stats["repeat"] == profile.measure.repeat
-    assert stats["number"] == profile.measure.number
-    assert stats["tuning"] == "untuned" and stats["partial"] is False
-    assert stats["argmax_agreement"] == 1.0
-    target = json.loads(stats["target"])
+def _check_stats(stats: ProbeStats, profile: Profile) -> None:
+    assert stats.max_abs_err is not None and stats.max_abs_err < 1e-4
+    assert stats.median_ms > 0
+    assert stats.min_ms <= stats.median_ms <= stats.max_ms
+    assert stats.cv >= 0
+    assert stats.iqr_ms >= 0
+    assert stats.repeat == profile.measure.repeat
+    assert stats.number >= profile.measure.number  # more when one sample is under min_repeat_ms
+    assert stats.canary_ms is not None and stats.canary_ms > 0 and stats.normalized is not None
+    assert stats.tuning == "untuned" and stats.partial is False
+    assert stats.argmax_agreement == 1.0
+    target = json.loads(stats.target)
     assert target["kind"] == "llvm"
     assert target["mcpu"] != "host"  # resolved to this machine's CPU
-    assert stats["compile_s"] > 0
+    assert stats.compile_s is not None and stats.compile_s > 0
 
 
 def test_probe_small_models_and_pruned_is_faster(tmp_path: Path) -> None:
@@ -80,7 +82,7 @@ def test_probe_small_models_and_pruned_is_faster(tmp_path: Path) -> None:
     t_dense = probe(dense, example, profile)
     t_small = probe(small, example, profile)
     _check_stats(t_small, profile)
-    ratio = t_small["median_ms"] / t_dense["median_ms"]
+    ratio = t_small.median_ms / t_dense.median_ms
     assert ratio < 1, (
         f"pruned+factorized {t_small['median_ms']:.4f} ms vs dense {t_dense['median_ms']:.4f} ms"
     )
@@ -110,9 +112,9 @@ def test_int8_layers_lower_to_integer_kernels_and_match_fake_quant(family: str) 
     net, cand = _quantized(family, prune=0.25, rank=0.5)
     batch = inputs(cand, batch=128, seed=7)
     stats = probe(net, batch[:1], get_profile("x86/local"), check_inputs=batch)
-    assert stats["precision"]["int8"] >= 2
-    assert stats["argmax_agreement"] >= 0.99
-    assert stats["n_checked"] == 128
+    assert stats.precision["int8"] >= 2
+    assert stats.argmax_agreement >= 0.99
+    assert stats.n_checked == 128
     mod_text = _lowered_text(net, cand)
     assert 'out_dtype="int32"' in mod_text and "int8" in mod_text
 
@@ -154,21 +156,21 @@ def test_probe_cache_keys_on_structure_not_weights(tmp_path: Path) -> None:
     mlp = _cand("mlp", (64,), Stage(width=32))
     opts = ProbeOptions(tuning_root=tmp_path / "tuning", cache_dir=tmp_path / "cache")
     first = probe(_net(mlp), example_input(mlp), profile, options=opts)
-    assert first["tuning"] == "metaschedule" and first["partial"] is True
-    assert first["tasks"] >= 1 and len(first["untuned_tasks"]) == first["tasks"]
-    assert not first["cache_hit"]
+    assert first.tuning == "metaschedule" and first.partial is True
+    assert first.tasks >= 1 and len(first.untuned_tasks) == first.tasks
+    assert not first.cache_hit
     assert not list((tmp_path / "cache").rglob("*.json"))  # partial: not cached
 
     opts_untuned = ProbeOptions(cache_dir=tmp_path / "cache2")
     a = probe(_net(mlp), example_input(mlp), profile, options=opts_untuned)
-    assert not a["cache_hit"] and a["tuning"] == "untuned" and a["partial"] is False
+    assert not a.cache_hit and a.tuning == "untuned" and a.partial is False
     # no tuning asked for: the default-schedule timing is cached, under its own key
     assert len(list((tmp_path / "cache2").rglob("*.json"))) == 1
     other = _net(mlp)
     with torch.no_grad():
         for p in other.parameters():
             p.add_(0.01)
-    assert probe(other, example_input(mlp), profile, options=opts_untuned)["cache_hit"]
+    assert probe(other, example_input(mlp), profile, options=opts_untuned).cache_hit
 
 
 def test_structure_hash_ignores_weights_and_scales() -> None:
@@ -205,12 +207,12 @@ def test_tuned_probe_ranks_pruned_below_dense_and_caches(tmp_path: Path) -> None
     t_dense = probe(dense, example, profile, options=opts)
     t_small = probe(small, example, profile, options=opts)
     for st in (t_dense, t_small):
-        assert st["tuning"] == "metaschedule" and st["partial"] is False, st["untuned_tasks"]
-        assert st["max_abs_err"] < 1e-4 and not st["cache_hit"]
-    assert t_small["median_ms"] < t_dense["median_ms"]
+        assert st.tuning == "metaschedule" and st.partial is False, st.untuned_tasks
+        assert st.max_abs_err < 1e-4 and not st.cache_hit
+    assert t_small.median_ms < t_dense.median_ms
     again = probe(_net(big), example, profile, options=opts)  # other weights, same structure
-    assert again["cache_hit"] and again["median_ms"] == t_dense["median_ms"]
-    assert again["tune_s"] < 5
+    assert again.cache_hit and again.median_ms == t_dense.median_ms
+    assert again.tune_s < 5
 
 
 def test_int8_tasks_do_not_depend_on_calibration() -> None:

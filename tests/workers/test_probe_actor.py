@@ -49,8 +49,8 @@ def test_actor_is_reused_and_errors_keep_their_type(ray_local: None) -> None:
 
     first = ray.get(trial.remote(8))
     second = ray.get(trial.remote(16))
-    assert first["median_ms"] > 0 and second["median_ms"] > 0
-    assert (first["probe_worker_calls"], second["probe_worker_calls"]) == (1, 2)
+    assert first.median_ms > 0 and second.median_ms > 0
+    assert (first.probe_worker_calls, second.probe_worker_calls) == (1, 2)
     node = ray.get_runtime_context().get_node_id()
     assert ray.get_actor(actor_name("x86/local", node), namespace=NAMESPACE)
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from hw_profiles import Measure, Profile
-from workers.probe import measure, rpc
+from workers.probe import rpc
 from workers.probe.errors import ProbeBusyError, ProbeError, ProbeTransientError
 from workers.probe.targets import resolve_target, tvm
 
@@ -209,13 +209,15 @@ def test_measure_remote_matches_torch(env: Env, via: str) -> None:
         ref = net(torch.from_numpy(np.concatenate(checks))).numpy()
     assert r["outputs"].shape == ref.shape == (3, 5)
     np.testing.assert_allclose(r["outputs"], ref, atol=1e-4, rtol=0)
-    stats = r["stats"]
-    assert stats["median_ms"] > 0
-    assert stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
-    assert stats["cv"] >= 0
-    assert stats["repeat"] == profile.measure.repeat
-    assert stats["number"] == profile.measure.number
-    assert stats["remote_threads"] == 1
+    w = r["window"]
+    stats = w.timing
+    assert stats.median_ms > 0
+    assert stats.min_ms <= stats.median_ms <= stats.max_ms
+    assert stats.cv >= 0
+    assert stats.repeat == profile.measure.repeat
+    assert stats.number >= profile.measure.number
+    assert w.quiet == "remote" and w.canary is None
+    assert r["threads"] == 1
     assert r["attempts"] == 1
     assert r["rpc"] == address
 
@@ -223,13 +225,13 @@ def test_measure_remote_matches_torch(env: Env, via: str) -> None:
 @pytest.mark.slow
 def test_server_killed_mid_probe_is_transient(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     lib = env.lib
-    real_time_vm = measure.time_vm
+    real_window = rpc.window
 
-    def kill_then_time(*args: Any) -> Any:  # the session is open: its outputs were computed
+    def kill_then_time(*args: Any, **kwargs: Any) -> Any:  # the session is open: outputs done
         _stop(env.procs[env.victim])
-        return real_time_vm(*args)
+        return real_window(*args, **kwargs)
 
-    monkeypatch.setattr(rpc, "time_vm", kill_then_time)
+    monkeypatch.setattr(rpc, "window", kill_then_time)
     profile = _profile(host=f"127.0.0.1:{env.victim}")
     x = _inputs(1)
     t0 = time.monotonic()
@@ -425,6 +427,8 @@ def test_probe_tunes_and_measures_through_the_tracker(env: Env, tmp_path: Path) 
     x = torch.from_numpy(np.concatenate(_inputs(32)))
     opts = ProbeOptions(tuning_root=tmp_path / "tuning", tune_budget_s=600)
     stats = probe(env.net, x[:1], profile, options=opts, check_inputs=x)
-    assert stats["via"] == "rpc" and stats["rpc"] == f"tracker 127.0.0.1:{env.tracker} {KEY}"
-    assert stats["tuning"] == "metaschedule" and stats["partial"] is False, stats["untuned_tasks"]
-    assert stats["argmax_agreement"] == 1.0 and stats["median_ms"] > 0
+    assert stats.via == "rpc" and stats.rpc == f"tracker 127.0.0.1:{env.tracker} {KEY}"
+    assert stats.tuning == "metaschedule" and stats.partial is False, stats.untuned_tasks
+    assert stats.argmax_agreement == 1.0 and stats.median_ms > 0
+    # the canary is timed on the board too, in the same rounds
+    assert stats.quiet == "remote" and stats.canary_ms is not None and stats.normalized is not None

@@ -2,8 +2,9 @@
 
 Importing TVM costs ~3 s, the CPU tensor intrinsics ~1 s more, and a tuning database is
 re-read on open; an actor pays that once. One actor per node also serialises TVM compile,
-tuning and timing there, so two trials never tune or time at once on the same cores (trials
-still train side by side). Outside Ray (tests, scripts) :func:`probe_warm` probes in-process.
+tuning and timing there, so two trials never tune or time at once on the same cores; while it
+times, the node's timing lease (:mod:`workers.lease`) holds the trials that train beside it.
+Outside Ray (tests, scripts) :func:`probe_warm` probes in-process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from hw_profiles import get_profile
 from workers.probe.core import ProbeOptions, probe
+from workers.records import ProbeStats
 
 log = logging.getLogger(__name__)
 NAMESPACE = "hwnas"
@@ -41,7 +43,7 @@ class ProbeWorker:
         options: ProbeOptions,
         check_inputs: torch.Tensor | None,
         library_path: str | None,
-    ) -> dict[str, Any]:
+    ) -> ProbeStats:
         self.calls += 1
         stats = probe(
             model,
@@ -51,7 +53,7 @@ class ProbeWorker:
             check_inputs=check_inputs,
             library_path=Path(library_path) if library_path else None,
         )
-        return {**stats, "probe_worker_calls": self.calls}
+        return stats.model_copy(update={"probe_worker_calls": self.calls})
 
     def ping(self) -> int:
         return self.calls
@@ -87,7 +89,7 @@ def probe_warm(
     options: ProbeOptions,
     check_inputs: torch.Tensor | None = None,
     library_path: Path | None = None,
-) -> dict[str, Any]:
+) -> ProbeStats:
     """Probe through this node's warm actor when running inside Ray, else in-process.
 
     Errors raised in the actor come back as the same probe errors (the actor re-raises them).
@@ -108,7 +110,7 @@ def probe_warm(
         model, example, options, check_inputs, str(library_path) if library_path else None
     )
     try:
-        out: dict[str, Any] = ray.get(ref)
+        out: ProbeStats = ray.get(ref)
     except ray.exceptions.RayTaskError as e:
         raise e.as_instanceof_cause() from None
     return out

@@ -3,16 +3,18 @@
 The flow: :func:`~workers.probe.lowering.deployable` (int8 / fp16 / fp32 per layer) ->
 Relax -> (CPU) MetaSchedule tasks, tune the ones without a record within the budget ->
 probe-cache lookup -> compile (tuned database on CPU, default dlight schedules on GPU) ->
-check numerics against the PyTorch fake-quant model -> time locally or over TVM RPC.
+check numerics against the PyTorch fake-quant model -> time locally (holding the node's timing
+lease) or over TVM RPC, interleaved with the profile's canary.
 
-A CPU probe with a task still untuned is ``partial``: its number is kept (and labelled) but a
-search must not treat it as final.
+A probe that ships a library (a trained candidate's bundle) always times that library; a probe
+without one (the pre-filter of an untrained structure) may answer from the probe cache, and
+says so (``latency_source = "cache"``). A CPU probe with a task still untuned is ``partial``:
+its number is kept (and labelled) but a search must not treat it as final.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,12 +26,17 @@ import torch
 from torch import nn
 
 from hw_profiles import Profile
+from workers.lease import timing_lease
 from workers.probe import tuning
+from workers.probe.build import TuningState, compile_module, export_library, tuning_state
 from workers.probe.cache import ProbeCache, cache_key, structure_hash, tensor_shapes
+from workers.probe.canary import Canary, canary_input, get_canary
 from workers.probe.errors import ProbeError
 from workers.probe.lowering import deployable, to_relax
-from workers.probe.measure import run_outputs, time_vm
-from workers.probe.targets import device_of, is_gpu, resolve_target, tvm
+from workers.probe.measure import local_vm, run_outputs
+from workers.probe.targets import device_of, resolve_target, tvm
+from workers.probe.timing import prepare, window
+from workers.records import ProbeStats, Window
 
 MIN_ARGMAX_AGREEMENT = 0.99
 # What the probe cache keeps: the measurement of a lowered structure (numerics are per model).
@@ -42,6 +49,12 @@ TIMING_FIELDS = (
     "repeat",
     "number",
     "remeasured",
+    "canary_ms",
+    "canary_iqr_ms",
+    "normalized",
+    "normalized_iqr",
+    "quiet",
+    "lease_wait_s",
     "measure_s",
     "remote_threads",
     "rpc",
@@ -75,7 +88,7 @@ def probe(
     options: ProbeOptions = ProbeOptions(),
     check_inputs: torch.Tensor | None = None,
     library_path: Path | None = None,
-) -> dict[str, Any]:
+) -> ProbeStats:
     """Lower, (tune), compile and time ``model`` on ``profile``.
 
     Args:
@@ -85,30 +98,29 @@ def probe(
         options: tuning database, cache and budget.
         check_inputs: a batch whose argmax the compiled graph must reproduce on >= 99%
             (default: ``example``).
-        library_path: also export the compiled library there (cross-compiled for RPC targets).
-
-    Returns:
-        Stats: ``median_ms``, ``iqr_ms``, ``cv``, ``min_ms``, ``max_ms``, ``repeat``,
-        ``number``, ``remeasured``, ``argmax_agreement``, ``max_abs_err``, ``precision``
-        (layers per int8 / fp16 / fp32), ``tuning`` (``metaschedule``, ``untuned`` or
-        ``default-gpu``), ``partial``, ``tasks``, ``untuned_tasks``, ``tune_s``,
-        ``compile_s``, ``measure_s``, ``cache_hit``, ``structure``, ``tvm_version``,
-        ``target``, ``threads``, ``via``.
+        library_path: also export the compiled library there (cross-compiled for RPC
+            targets), with the profile's canary beside it (``<stem>.canary.so``).
 
     Raises:
         ProbeError: lowering, compiling or running failed, or the numerics check failed.
         ProbeTransientError: the remote device failed or stayed busy (not the candidate's
             fault).
+        TuningUnavailableError: tuning was asked for and its cost model can't be built.
     """
     t = tvm()
     try:
         dep, precision = deployable(model, profile)
         mod = to_relax(dep, example)
         target = resolve_target(profile)
-        state = _tuning_state(mod, target, profile, options)
+        state = tuning_state(
+            mod, target, profile, options.tuning_root, options.tune_budget_s, options.settings
+        )
+        canary = get_canary(profile, target)
     except ProbeError:
         raise
     except Exception as e:  # TVM raises many types (TVMError, ValueError, ...)
+        if type(e).__name__ == "TuningUnavailableError":
+            raise
         raise ProbeError(f"lowering for {profile.name} failed: {type(e).__name__}: {e}") from e
     structure = structure_hash(mod, tensor_shapes(dep))
     key = cache_key(
@@ -116,161 +128,153 @@ def probe(
         profile.name,
         str(target),
         t.__version__,
-        state["digest"],
+        state.digest,
         profile.measure.model_dump_json(),
+        canary.id,
     )
-    common = {
+    common: dict[str, Any] = {
         "precision": precision,
         "structure": structure,
         "tvm_version": t.__version__,
         "target": str(target),
         "threads": profile.measure.threads,
         "via": profile.measure.via,
-        "tuning": state["tuning"],
-        "partial": state["partial"],
-        "tasks": state["tasks"],
-        "untuned_tasks": state["untuned_tasks"],
-        "tune_s": state["tune_s"],
+        "tuning": state.kind,
+        "cost_model": state.cost_model,
+        "partial": state.partial,
+        "tasks": len(state.tasks),
+        "untuned_tasks": state.untuned,
+        "tune_s": state.tune_s,
+        "canary_id": canary.id,
     }
     cache = ProbeCache(options.cache_dir) if options.cache_dir else None
     lock = cache.locked(key) if cache else contextlib.nullcontext()
     with lock:
         hit = cache.get(key) if cache else None
         if hit is not None and library_path is None:  # e.g. a pre-filter: timing only
-            return {**hit, **common, "cache_hit": True, "numerics_checked": False}
-        # A library is wanted (a job's bundle): compile and check this candidate's numerics;
-        # on a hit the timing of the same lowered structure is reused, not measured again.
-        stats = _compile_and_measure(
-            model,
-            mod,
-            example,
-            profile,
-            target,
-            state,
-            check_inputs,
-            library_path,
-            time_it=hit is None,
+            return ProbeStats(**hit, **common, cache_hit=True, latency_source="cache")
+        # A library is wanted (a job's bundle): it is compiled, checked and timed itself.
+        run = _compile_check_time(model, mod, example, profile, target, state, canary, check_inputs)
+        run.export(library_path, canary)
+        stats = ProbeStats(
+            **run.timing_fields(), **run.numerics, **common, cache_hit=hit is not None
         )
-        if hit is not None:
-            return {**stats, **hit, **common, "cache_hit": True}
-        stats = {**stats, **common, "cache_hit": False}
-        if cache is not None and not state["partial"]:
-            cache.put(key, {k: stats[k] for k in TIMING_FIELDS if k in stats})
+        if cache is not None and not state.partial:
+            cache.put(key, {k: v for k, v in run.timing_fields().items() if k in TIMING_FIELDS})
     return stats
 
 
-def _tuning_state(mod: Any, target: Any, profile: Profile, opt: ProbeOptions) -> dict[str, Any]:
-    """Extract tasks, tune the missing ones within budget; what the compiler will use."""
-    if is_gpu(profile):
-        return _state("default-gpu", None, [], [], 0.0, "default-gpu")
-    if opt.tuning_root is None:
-        return _state("untuned", None, [], [], 0.0, "untuned")
-    path = tuning.db_dir(opt.tuning_root, profile, target)
-    tasks = tuning.extract(tuning.fuse(mod, target), target)
-    tune_s = 0.0
-    with tuning.db_lock(path):
-        db = tuning.open_db(path)
-        todo = tuning.missing(tasks, db)
-        if todo and opt.tune_budget_s > 0 and tuning.can_tune(profile):
-            t0 = time.perf_counter()  # waiting for the lock is not this candidate's tuning
-            tuning.tune(
-                todo,
-                db,
-                path / "work",
-                settings=opt.settings,
-                budget_s=opt.tune_budget_s,
-                profile=profile,
-            )
-            tune_s = time.perf_counter() - t0
-            todo = tuning.missing(tasks, db)
-        digest = tuning.records_digest(tasks, db)
-    return _state("metaschedule", db, tasks, [x.task_name for x in todo], tune_s, digest)
+@dataclass
+class _Run:
+    ex: Any
+    profile: Profile
+    window: Window
+    numerics: dict[str, Any]
+    compile_s: float
+    measure_s: float
+    remote: dict[str, Any]
+
+    def timing_fields(self) -> dict[str, Any]:
+        w = self.window
+        return {
+            **w.timing.model_dump(),
+            "remeasured": w.remeasured,
+            "canary_ms": w.canary.median_ms if w.canary else None,
+            "canary_iqr_ms": w.canary.iqr_ms if w.canary else None,
+            "normalized": w.normalized,
+            "normalized_iqr": w.normalized_iqr,
+            "quiet": w.quiet,
+            "lease_wait_s": w.lease_wait_s,
+            "compile_s": round(self.compile_s, 3),
+            "measure_s": round(self.measure_s, 3),
+            **self.remote,
+        }
+
+    def export(self, library_path: Path | None, canary: Canary) -> None:
+        if library_path is None:
+            return
+        export_library(self.ex, library_path, self.profile)
+        canary_copy = library_path.with_name(f"{library_path.stem}.canary.so")
+        canary_copy.write_bytes(canary.path.read_bytes())
 
 
-def _state(
-    kind: str, db: Any, tasks: list[Any], untuned: list[str], tune_s: float, digest: str
-) -> dict[str, Any]:
-    return {
-        "tuning": kind,
-        "db": db,
-        "tasks": len(tasks),
-        "untuned_tasks": untuned,
-        "partial": bool(untuned),
-        "tune_s": round(tune_s, 3),
-        "digest": digest,
-    }
-
-
-def _compile_and_measure(
+def _compile_check_time(
     model: nn.Module,
     mod: Any,
     example: torch.Tensor,
     profile: Profile,
     target: Any,
-    state: dict[str, Any],
-    check_inputs: torch.Tensor | None,
-    library_path: Path | None,
-    *,
-    time_it: bool = True,
-) -> dict[str, Any]:
-    t = tvm()
+    state: TuningState,
+    canary: Canary,
+    check_inputs: torch.Tensor | None = None,
+) -> _Run:
     from tvm import relax
 
     batch = example if check_inputs is None else check_inputs
     singles = [batch[i : i + 1].numpy() for i in range(batch.shape[0])]
-    if is_gpu(profile):  # CUDA source is compiled when the module is loaded on the GPU
-        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
     try:
         t0 = time.perf_counter()
-        if state["db"] is not None:
-            ex = tuning.compile_tuned(mod, target, state["db"])
-        else:
-            mod = tuning.prepare(mod)
-            ex = t.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+        ex = compile_module(mod, target, profile, state.db)
         compile_s = time.perf_counter() - t0
-        if library_path is not None:
-            library_path.parent.mkdir(parents=True, exist_ok=True)
-            ex.export_library(str(library_path), **_export_kwargs(profile))
         t1 = time.perf_counter()
-        stats: dict[str, Any] = {}
+        remote: dict[str, Any] = {}
         if profile.is_local:
             dev = device_of(profile)
             vm = relax.VirtualMachine(ex, dev)
             outputs = run_outputs(vm, dev, singles)
-            if time_it:
-                stats = time_vm(vm, dev, example.numpy(), profile.measure)
-        elif time_it:
-            outputs, stats = _measure_remote(ex, example, singles, profile, library_path)
-        else:  # cached timing; checking numerics would need a board session: skipped
-            return {"compile_s": round(time.perf_counter() - t0, 3), "numerics_checked": False}
+            w = time_local(vm, local_vm(canary.path, dev), example.numpy(), profile)
+        else:
+            outputs, w, remote = _measure_remote(ex, example, singles, profile, canary)
         measure_s = time.perf_counter() - t1
     except ProbeError:
         raise
     except Exception as e:
         raise ProbeError(f"TVM probe on {profile.name} failed: {type(e).__name__}: {e}") from e
+    return _Run(
+        ex, profile, w, check_numerics(model, batch, outputs, profile), compile_s, measure_s, remote
+    )
+
+
+def time_local(vm: Any, canary_vm: Any, example: np.ndarray, profile: Profile) -> Window:
+    """One window on this host: ``vm`` interleaved with the canary, holding the timing lease."""
+    t = tvm()
+    dev = device_of(profile)
+    m = profile.measure
+    with timing_lease() as (held, waited):
+        items = [
+            prepare(vm, dev, t.runtime.tensor(example, dev), m),
+            prepare(canary_vm, dev, t.runtime.tensor(canary_input().numpy(), dev), m),
+        ]
+        quiet = "lease" if held else "none"
+        return window(items, m, canary=1, quiet=quiet, lease_wait_s=waited)[0]
+
+
+def check_numerics(
+    model: nn.Module, batch: torch.Tensor, outputs: np.ndarray, profile: Profile
+) -> dict[str, Any]:
+    """The compiled outputs against the PyTorch fake-quant model's.
+
+    Raises:
+        ProbeError: argmax agreement below :data:`MIN_ARGMAX_AGREEMENT`.
+    """
     with torch.no_grad():
         ref = model.eval()(batch).numpy()
     agree = float((outputs.argmax(1) == ref.argmax(1)).mean())
+    err = float(np.abs(outputs - ref).max())
+    rel = err / max(float(np.abs(ref).max()), 1e-12)
     if agree < MIN_ARGMAX_AGREEMENT:
         raise ProbeError(
             f"compiled graph for {profile.name} disagrees with PyTorch: argmax agreement "
-            f"{agree:.3f} < {MIN_ARGMAX_AGREEMENT} on {len(singles)} inputs"
+            f"{agree:.3f} < {MIN_ARGMAX_AGREEMENT} on {len(batch)} inputs (max |diff| {err:.3g}, "
+            f"{rel:.2%} of the largest logit)"
         )
-    out = {
-        **stats,
+    return {
         "argmax_agreement": agree,
-        "n_checked": len(singles),
+        "n_checked": len(batch),
         "numerics_checked": True,
-        "max_abs_err": float(np.abs(outputs - ref).max()),
-        "compile_s": round(compile_s, 3),
+        "max_abs_err": err,
+        "rel_err": rel,
     }
-    if time_it:
-        out["measure_s"] = round(measure_s, 3)
-    return out
-
-
-def _export_kwargs(profile: Profile) -> dict[str, Any]:
-    return {"cc": profile.cross_compiler} if profile.cross_compiler else {}
 
 
 def _measure_remote(
@@ -278,14 +282,17 @@ def _measure_remote(
     example: torch.Tensor,
     singles: list[np.ndarray],
     profile: Profile,
-    library_path: Path | None,
-) -> tuple[np.ndarray, dict[str, Any]]:
+    canary: Canary,
+) -> tuple[np.ndarray, Window, dict[str, Any]]:
     from workers.probe.rpc import measure_remote
 
     with tempfile.TemporaryDirectory() as tmp:
-        lib = library_path
-        if lib is None:
-            lib = Path(tmp) / f"probe-{os.getpid()}.so"
-            ex.export_library(str(lib), **_export_kwargs(profile))
-        r = measure_remote(lib, example.numpy(), singles, profile)
-    return r["outputs"], {**r["stats"], "rpc": r.get("rpc"), "rpc_attempts": r.get("attempts")}
+        lib = Path(tmp) / "probe.so"
+        export_library(ex, lib, profile)
+        r = measure_remote(lib, example.numpy(), singles, profile, canary=canary.path)
+    extra = {
+        "rpc": r.get("rpc"),
+        "rpc_attempts": r.get("attempts"),
+        "remote_threads": r.get("threads"),
+    }
+    return r["outputs"], r["window"], extra

@@ -16,3 +16,8 @@ class ProbeTransientError(ProbeError):
 
 class ProbeBusyError(ProbeTransientError):
     """No device under the profile's key became free before the deadline."""
+
+
+class TuningUnavailableError(HwnasError, RuntimeError):
+    """Tuning was asked for but its cost model can't be built: a deployment error that fails
+    the job, never a silent switch to random search."""

@@ -1,44 +1,40 @@
-"""The measurement protocol, the same locally and over RPC.
+"""Running compiled libraries: outputs for the numerics check, and loaded VMs kept warm.
 
-Warm-up calls, then ``time_evaluator(number, repeat)`` on a closure saved with
-``vm.save_function``; when the coefficient of variation exceeds the profile's ``max_cv`` it
-measures once more and keeps the steadier run. The same code serves a local VM and one opened
-over an RPC session (``workers.probe.rpc``): on TVM 0.27 saved closures time over RPC as well as
-``set_input`` + ``invoke_stateful`` do (tests/workers/test_probe_rpc.py runs it remotely).
+Timing itself is :mod:`workers.probe.timing` (the same protocol locally and over RPC).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hw_profiles import Measure
-from workers.probe._stats import summarize
+_LOADED: dict[tuple[str, str], Any] = {}
 
 
 def run_outputs(vm: Any, dev: Any, inputs: list[np.ndarray]) -> np.ndarray:
     """Run ``main`` on each (batch-1) input and stack the outputs."""
     t = _tvm()
+    if not inputs:
+        return np.zeros((0, 0), np.float32)
     return np.concatenate([vm["main"](t.runtime.tensor(x, dev)).numpy() for x in inputs])
 
 
-def time_vm(vm: Any, dev: Any, example: np.ndarray, m: Measure) -> dict[str, Any]:
-    """Time ``main(example)``; returns :func:`summarize` stats plus ``number``, ``remeasured``."""
+def load_vm(path: Path, dev: Any) -> Any:
+    """A VM over the exported library at ``path``."""
     t = _tvm()
-    inp = t.runtime.tensor(example, dev)
-    for _ in range(m.warmup):
-        vm["main"](inp)
-    vm.save_function("main", "main_saved", inp)
-    timer = vm.time_evaluator("main_saved", dev, number=m.number, repeat=m.repeat)
-    stats = summarize(list(timer().results))
-    remeasured = False
-    if stats["cv"] > m.max_cv:
-        again = summarize(list(timer().results))
-        remeasured = True
-        if again["cv"] < stats["cv"]:
-            stats = again
-    return {**stats, "number": m.number, "remeasured": remeasured}
+    from tvm import relax
+
+    return relax.VirtualMachine(t.runtime.load_module(str(path)), dev)
+
+
+def local_vm(path: Path, dev: Any) -> Any:
+    """:func:`load_vm`, loaded once per process and device (a canary: one fixed file)."""
+    key = (str(path), str(dev))
+    if key not in _LOADED:
+        _LOADED[key] = load_vm(path, dev)
+    return _LOADED[key]
 
 
 def _tvm() -> Any:

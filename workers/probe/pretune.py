@@ -85,12 +85,13 @@ def pretune(
             budget_s=remaining,
             progress=progress,
             profile=profile,
+            cost_model_path=tuning.cost_model_path(path),
         )
     return {
         "candidates": len(candidates),
         "tasks": len(found),
         "already_tuned": len(found) - len(todo),
-        **{k: report[k] for k in ("tuned", "failed", "skipped")},
+        **{k: report[k] for k in ("tuned", "failed", "skipped", "cost_model")},
         "seconds": round(time.perf_counter() - t0, 1),
         "db": str(path),
     }

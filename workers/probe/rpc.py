@@ -24,7 +24,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,8 +42,10 @@ from workers.probe._rpc_wire import (
     wait_free,
 )
 from workers.probe.errors import ProbeBusyError, ProbeError, ProbeTransientError
-from workers.probe.measure import run_outputs, time_vm
+from workers.probe.measure import run_outputs
 from workers.probe.targets import device_of, is_gpu, tvm
+from workers.probe.timing import prepare, window
+from workers.records import Window
 
 CONNECT_TIMEOUT_S = 10.0
 """TCP connect, tracker replies and the RPC handshake with a server known to be free."""
@@ -69,6 +72,9 @@ def measure_remote(
     check_inputs: list[np.ndarray],
     profile: Profile,
     *,
+    canary: Path | None = None,
+    others: Sequence[tuple[Path, np.ndarray]] = (),
+    windows: int = 1,
     retries: int = 3,
     busy_deadline_s: float = 300,
 ) -> dict[str, Any]:
@@ -79,25 +85,36 @@ def measure_remote(
         example: the batch-1 input that is timed.
         check_inputs: batch-1 inputs whose outputs are returned (for the numerics check).
         profile: a profile with ``measure.via = "rpc"``.
+        canary: the profile's canary library, timed interleaved with the others.
+        others: more (library, input) pairs timed in the same windows (a dense parent).
+        windows: timing windows, one after another in the same session.
         retries: further attempts after a transient failure (refused, killed, timed out).
         busy_deadline_s: how long to wait, over all attempts, for a free server.
 
     Returns:
         ``outputs`` (the outputs of ``check_inputs``, concatenated along the batch axis),
-        ``stats`` (as :func:`~workers.probe.measure.time_vm`, plus ``remote_threads``: the
-        remote CPU thread pool size set from ``measure.threads``, None on GPUs), ``attempts``
-        and ``rpc`` (``"tracker HOST:PORT KEY"`` or ``"HOST:PORT"``).
+        ``windows`` (per window, one :class:`~workers.records.Window` per library: ``lib_path``,
+        then ``others``, then the canary), ``window`` (the first library's first window),
+        ``threads`` (the remote CPU thread pool size set from ``measure.threads``, None on
+        GPUs), ``attempts`` and ``rpc`` (``"tracker HOST:PORT KEY"`` or ``"HOST:PORT"``).
 
     Raises:
-        ProbeError: the library does not exist, or fails to load or run on a live session.
+        ProbeError: a library does not exist, or fails to load or run on a live session.
         ProbeBusyError: no server became free within ``busy_deadline_s``.
         ProbeTransientError: the device or connection kept failing (after ``retries``).
     """
     m = profile.measure
     if m.via != "rpc":
         raise ProbeError(f"profile {profile.name} is measured {m.via!r}, not via rpc")
-    if not lib_path.is_file():
-        raise ProbeError(f"no exported library at {lib_path}")
+    libs = [(lib_path, example), *others]
+    if canary is not None:
+        from workers.probe.canary import canary_input
+
+        libs.append((canary, canary_input().numpy()))
+    for path, _ in libs:
+        if not path.is_file():
+            raise ProbeError(f"no exported library at {path}")
+    job = _Job(libs, check_inputs, canary is not None, windows)
     where = rpc_address(m)
     busy_until = time.monotonic() + busy_deadline_s
     last: str | None = None
@@ -105,8 +122,15 @@ def measure_remote(
     while True:
         attempts += 1
         try:
-            outputs, stats = _attempt(lib_path, example, check_inputs, profile, busy_until)
-            return {"outputs": outputs, "stats": stats, "attempts": attempts, "rpc": where}
+            outputs, timed, threads = _attempt(job, profile, busy_until)
+            return {
+                "outputs": outputs,
+                "windows": timed,
+                "window": timed[0][0],
+                "threads": threads,
+                "attempts": attempts,
+                "rpc": where,
+            }
         except Busy as e:
             if last is None:
                 raise ProbeBusyError(
@@ -125,6 +149,16 @@ def measure_remote(
                     f"attempt(s); last error: {last}"
                 ) from None
             time.sleep(min(BACKOFF_S * 2 ** (attempts - 1), MAX_BACKOFF_S))
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one session does: upload ``libs``, run the first on ``check``, time all."""
+
+    libs: list[tuple[Path, np.ndarray]]
+    check: list[np.ndarray]
+    has_canary: bool
+    windows: int
 
 
 def rpc_reachable(measure: Measure, timeout_s: float = 2.0) -> tuple[bool, str]:
@@ -153,12 +187,8 @@ def rpc_address(measure: Measure) -> str:
 
 
 def _attempt(
-    lib_path: Path,
-    example: np.ndarray,
-    check_inputs: list[np.ndarray],
-    profile: Profile,
-    busy_until: float,
-) -> tuple[np.ndarray, dict[str, Any]]:
+    job: _Job, profile: Profile, busy_until: float
+) -> tuple[np.ndarray, list[list[Window]], int | None]:
     m = profile.measure
     timeout = m.session_timeout_s
     if m.tracker and m.key:
@@ -178,8 +208,8 @@ def _attempt(
     def connect() -> Any:
         return tvm().rpc.connect(url, port, key=key, session_timeout=timeout)
 
-    def work(sess: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        return _measure_in(sess, lib_path, example, check_inputs, profile, server)
+    def work(sess: Any) -> tuple[np.ndarray, list[list[Window]], int | None]:
+        return _measure_in(sess, job, profile, server)
 
     return _in_session(connect, work, timeout + GRACE_S, server)
 
@@ -247,33 +277,37 @@ class _Mailbox:
 
 
 def _measure_in(
-    sess: Any,
-    lib_path: Path,
-    example: np.ndarray,
-    check_inputs: list[np.ndarray],
-    profile: Profile,
-    server: str,
-) -> tuple[np.ndarray, dict[str, Any]]:
+    sess: Any, job: _Job, profile: Profile, server: str
+) -> tuple[np.ndarray, list[list[Window]], int | None]:
     """Upload, load, run and time on an open session (runs in the session thread)."""
     from tvm import relax
 
     dev = device_of(profile, sess)
     try:
-        sess.upload(str(lib_path))
+        for path, _ in job.libs:
+            sess.upload(str(path), target=path.name)
         threads = _set_threads(sess, profile)
     except Exception as e:
         raise Lost(f"upload to {server} failed: {brief(e)}") from None
     step = "loading the library"
     try:
-        rlib = sess.load_module(lib_path.name)
-        vm = relax.VirtualMachine(rlib, dev)
+        vms = [relax.VirtualMachine(sess.load_module(p.name), dev) for p, _ in job.libs]
         step = "running main"
-        outputs = run_outputs(vm, dev, check_inputs)
+        outputs = run_outputs(vms[0], dev, job.check)
         step = "timing main"
-        stats = time_vm(vm, dev, example, profile.measure)
+        t = tvm()
+        items = [
+            prepare(vm, dev, t.runtime.tensor(x, dev), profile.measure)
+            for vm, (_, x) in zip(vms, job.libs, strict=True)
+        ]
+        canary = len(items) - 1 if job.has_canary else None
+        timed = [
+            window(items, profile.measure, canary=canary, quiet="remote")
+            for _ in range(job.windows)
+        ]
     except Exception as e:
         raise _classify(e, dev, step, server) from None
-    return outputs, {**stats, "remote_threads": threads}
+    return outputs, timed, threads
 
 
 def _set_threads(sess: Any, profile: Profile) -> int | None:

@@ -8,6 +8,11 @@ with the database; a task still without a record makes the probe ``partial``.
 
 The settings are the ones that worked on these 2-core machines (FACTS.md): the defaults time
 out in LocalBuilder and leave tasks without a valid record.
+
+The search is guided by MetaSchedule's XGBoost cost model, one per tuning database, saved after
+every chunk and loaded by the next tuning run, so each new candidate starts from everything the
+database has measured. Without ``xgboost`` tuning refuses to run
+(:class:`TuningUnavailableError`): MetaSchedule would otherwise fall back to random search.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +33,11 @@ from hw_profiles import Profile
 from workers.probe._intrin import load_cpu_intrinsics
 from workers.probe._locks import flocked
 from workers.probe._rpc_wire import split_address
+from workers.probe.errors import TuningUnavailableError
 from workers.probe.targets import tvm
+
+log = logging.getLogger(__name__)
+COST_MODEL = "xgb"
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,7 @@ def tune(
     budget_s: float | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     profile: Profile | None = None,
+    cost_model_path: Path | None = None,
 ) -> dict[str, Any]:
     """Tune ``tasks`` into ``db``, a few at a time, until done or ``budget_s`` is spent.
 
@@ -160,12 +171,20 @@ def tune(
     overshoot it by one chunk. Records are committed as each chunk finishes: an interrupted
     run resumes where it stopped.
 
+    The XGBoost cost model is loaded from ``cost_model_path`` (the database's own, when
+    given) and saved back after each chunk.
+
     Returns:
         ``tuned`` (tasks with a record now), ``failed`` (tried, still no valid record, e.g.
-        every trial failed to build), ``skipped`` (not tried: budget spent), ``seconds``.
+        every trial failed to build), ``skipped`` (not tried: budget spent), ``seconds``,
+        ``cost_model`` (``"xgb"``) and ``cost_model_samples`` (measurements it has learnt from).
+
+    Raises:
+        TuningUnavailableError: the XGBoost cost model can't be built (``xgboost`` missing).
     """
     from workers.probe._builder import EXPORT_CROSS, PersistentBuilder, worker_init
 
+    model = new_cost_model(cost_model_path, settings.builder_workers)
     t0 = time.perf_counter()
     heavy = [t for t in tasks if is_heavy(t)]
     light = [t for t in tasks if not is_heavy(t)]
@@ -197,8 +216,10 @@ def tune(
                 continue
             if progress:
                 progress(len(tried), len(tasks), ", ".join(t.task_name for t in chunk))
-            _tune_chunk(chunk, trials, db, work_dir, settings, builder, runner)
+            _tune_chunk(chunk, trials, db, work_dir, settings, builder, runner, model)
             tried += chunk
+            if cost_model_path is not None:
+                save_cost_model(model, cost_model_path)
     finally:
         builder.close()
     if progress:
@@ -209,6 +230,8 @@ def tune(
         "failed": failed,
         "skipped": skipped,
         "seconds": round(time.perf_counter() - t0, 2),
+        "cost_model": COST_MODEL,
+        "cost_model_samples": int(getattr(model, "data_size", 0)),
     }
 
 
@@ -224,6 +247,7 @@ def _tune_chunk(
     settings: TuneSettings,
     builder: Any,
     runner: Any,
+    cost_model: Any,
 ) -> None:
     from tvm.s_tir import meta_schedule as ms
 
@@ -250,7 +274,7 @@ def _tune_chunk(
         builder=builder,
         runner=runner,
         database=db,
-        cost_model=_cost_model(),
+        cost_model=cost_model,
     )
 
 
@@ -287,12 +311,49 @@ def _runner(profile: Profile | None, settings: TuneSettings) -> Any:
     )
 
 
-def _cost_model() -> str:
+def cost_model_path(db_path: Path) -> Path:
+    """The database's own XGBoost cost model (features + booster, MetaSchedule's tar)."""
+    return db_path / "cost_model.xgb.tar"
+
+
+def require_cost_model() -> None:
+    """Raise :class:`TuningUnavailableError` unless the XGBoost cost model can be built."""
     try:
         import xgboost  # noqa: F401
-    except ImportError:  # pragma: no cover - xgboost-cpu is a pinned dependency
-        return "random"
-    return "xgb"
+    except ImportError as e:
+        raise TuningUnavailableError(
+            "MetaSchedule's XGBoost cost model needs the 'xgboost' package (pinned as "
+            "xgboost-cpu in pyproject.toml): install it, or submit the job with "
+            '"tuning": "off"; hwnas does not tune by random search'
+        ) from e
+
+
+def new_cost_model(path: Path | None, cores: int) -> Any:
+    """An XGBoost cost model, loaded from ``path`` when one was saved there.
+
+    The file is written by this module only (MetaSchedule's format: a tar holding the booster
+    and a numpy object array of features; it is never accepted from clients).
+    """
+    require_cost_model()
+    from tvm.s_tir import meta_schedule as ms
+
+    model = ms.cost_model.XGBModel(num_tuning_cores=cores, adaptive_training=True)
+    if path is not None and path.is_file():
+        try:
+            model.load(str(path))
+        except Exception as e:  # noqa: BLE001 - a corrupt file: start afresh, say so
+            log.warning("cost model %s unreadable (%s): starting a new one", path, e)
+            model = ms.cost_model.XGBModel(num_tuning_cores=cores, adaptive_training=True)
+    return model
+
+
+def save_cost_model(model: Any, path: Path) -> None:
+    """Save ``model`` atomically (a booster exists once it has trained on measurements)."""
+    if getattr(model, "booster", None) is None:
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    model.save(str(tmp))
+    tmp.replace(path)
 
 
 def compile_tuned(mod: Any, target: Any, db: Any) -> Any:

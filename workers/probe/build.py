@@ -1,0 +1,105 @@
+"""From a Relax module to a library for a profile: tuning state, compile, export.
+
+Shared by the candidate probe, the canary and the dense parents of a verification, so all three
+are compiled the same way (the profile's MetaSchedule database on CPUs, default dlight schedules
+on GPUs, default CPU schedules only when the job turned tuning off).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hw_profiles import Profile
+from workers.probe import tuning
+from workers.probe.targets import is_gpu, tvm
+
+
+@dataclass
+class TuningState:
+    """What the compiler will use for a module: its tasks, the database, what is missing."""
+
+    kind: str  # metaschedule | untuned | default-gpu
+    db: Any = None
+    tasks: list[Any] = field(default_factory=list)
+    untuned: list[str] = field(default_factory=list)
+    tune_s: float = 0.0
+    digest: str = ""
+    cost_model: str | None = None
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.untuned)
+
+
+def tuning_state(
+    mod: Any,
+    target: Any,
+    profile: Profile,
+    tuning_root: Path | None,
+    budget_s: float,
+    settings: tuning.TuneSettings | None = None,
+) -> TuningState:
+    """Extract ``mod``'s tasks and tune those without a record within ``budget_s``.
+
+    Raises:
+        TuningUnavailableError: tuning was asked for but the cost model can't be built.
+    """
+    if is_gpu(profile):
+        return TuningState("default-gpu", digest="default-gpu")
+    if tuning_root is None:
+        return TuningState("untuned", digest="untuned")
+    path = tuning.db_dir(tuning_root, profile, target)
+    tasks = tuning.extract(tuning.fuse(mod, target), target)
+    tune_s = 0.0
+    cost_model = None
+    with tuning.db_lock(path):
+        db = tuning.open_db(path)
+        todo = tuning.missing(tasks, db)
+        if todo and budget_s > 0 and tuning.can_tune(profile):
+            t0 = time.perf_counter()  # waiting for the lock is not this candidate's tuning
+            report = tuning.tune(
+                todo,
+                db,
+                path / "work",
+                settings=settings or tuning.TuneSettings(),
+                budget_s=budget_s,
+                profile=profile,
+                cost_model_path=tuning.cost_model_path(path),
+            )
+            cost_model = str(report["cost_model"])
+            tune_s = time.perf_counter() - t0
+            todo = tuning.missing(tasks, db)
+        digest = tuning.records_digest(tasks, db)
+    return TuningState(
+        "metaschedule",
+        db,
+        tasks,
+        [x.task_name for x in todo],
+        round(tune_s, 3),
+        digest,
+        cost_model,
+    )
+
+
+def compile_module(mod: Any, target: Any, profile: Profile, db: Any) -> Any:
+    """Compile with ``db``'s tuned schedules, or the default pipeline when there is none."""
+    t = tvm()
+    from tvm import relax
+
+    if is_gpu(profile):  # CUDA source is compiled when the module is loaded on the GPU
+        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+    if db is not None:
+        return tuning.compile_tuned(mod, target, db)
+    prepared = tuning.prepare(mod)
+    return t.compile(prepared, target=target, relax_pipeline=relax.get_default_pipeline(target))
+
+
+def export_library(ex: Any, path: Path, profile: Profile) -> None:
+    """Export ``ex`` to ``path`` (cross-compiled with the profile's compiler when it has one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {"cc": profile.cross_compiler} if profile.cross_compiler else {}
+    ex.export_library(str(path), **kwargs)
