@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     tune_per_candidate_s: float = Field(
         default=120.0, ge=0, le=86_400, description="tuning seconds one candidate may spend"
     )
+    verify: bool = Field(
+        default=True,
+        description="after a job, time every Pareto bundle's shipped library in a fresh "
+        "process beside its dense parent and the canary (the front uses these numbers)",
+    )
+    verify_windows: int = Field(default=3, ge=1, le=20, description="timing windows per point")
+    verify_tune_s: float = Field(
+        default=600.0,
+        ge=0,
+        le=86_400,
+        description="tuning seconds a verification may spend on dense parents' new tasks",
+    )
 
     @property
     def user_data_dir(self) -> Path:

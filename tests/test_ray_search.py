@@ -101,18 +101,18 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _crash_first_trial(marks: str) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
-    def task(candidate: dict[str, Any], spec: dict[str, Any]) -> Any:
+def _crash_first_trial(marks: str) -> Callable[[dict[str, Any]], Any]:
+    def task(payload: dict[str, Any]) -> Any:
         import os
         import uuid
         from pathlib import Path
 
-        from workers.evaluate import evaluate_candidate
+        from workers.evaluate import evaluate_json
 
-        if spec["bundle_dir"].endswith("trial-00000"):
+        if payload["bundle_dir"].endswith("trial-00000"):
             (Path(marks) / f"attempt-{uuid.uuid4().hex}").touch()
             os._exit(3)  # the worker process dies, as on OOM-kill or a segfault
-        return evaluate_candidate(candidate, spec)
+        return evaluate_json(payload)
 
     return task  # a closure: Ray ships it by value
 

@@ -1,7 +1,8 @@
-"""The per-candidate pipeline a Ray worker runs: train, compress, measure, export.
+"""The per-candidate pipeline a Ray worker runs: pre-filter, train, compress, measure, export.
 
-``evaluate_candidate`` takes JSON-ready inputs and returns a JSON-ready result, so it runs the
-same in a test, a Ray task, or any other executor. It never touches the database.
+:func:`evaluate` works on typed records (:class:`~workers.records.EvalRequest` in,
+:class:`~workers.records.EvalResult` out); :func:`evaluate_json` is the Ray edge, the one place
+they are serialized. Nothing here touches the database.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,40 +19,22 @@ from typing import Any
 import torch
 
 from search_spaces import Candidate
-from workers.bounds import Constraint
+from workers.bundle_check import accuracy_ci95, score_files
 from workers.compress import write_packed
+from workers.compress.pack import packed_size
 from workers.compress.pipeline import compress
 from workers.cost import compute_cost
-from workers.data import Splits, load_splits
+from workers.data import Split, Splits, load_splits
+from workers.dense import dense_candidate
 from workers.export import export_onnx, export_torchscript, write_card
-from workers.models import count_params, example_input
+from workers.models import build_model, count_params, example_input
 from workers.parents import trained_parent
 from workers.prefilter import prefilter
 from workers.probe import ProbeOptions
 from workers.probe.actor import probe_warm
-from workers.train import Recipe, accuracy
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """What the scheduler tells a worker besides the candidate."""
-
-    dataset: str
-    profiles: list[str]
-    bundle_dir: str
-    cache_dir: str
-    split_seed: int = 0
-    user_dir: str | None = None
-    threads: int = 1
-    recipe: dict[str, Any] = field(default_factory=dict)
-    tuning_dir: str | None = None
-    probe_cache_dir: str | None = None
-    tune_budget_s: float = 0.0
-    check_samples: int = 256
-    constraints: list[dict[str, Any]] = field(default_factory=list)  # pre-filter these
-    epochs_fraction: float = 1.0  # multi-fidelity rung: this share of every epoch count
-    export: bool = True  # write TorchScript / ONNX / card (full-fidelity trials)
-    num_gpus: float = 0.0  # the Ray resource request (a CUDA profile's trial holds a GPU)
+from workers.probe.canary import CANARY_SHAPE
+from workers.records import EvalRequest, EvalResult, FileScore, Metrics, ProbeStats
+from workers.train import Recipe, predict
 
 
 class _Clock:
@@ -97,80 +80,93 @@ def _splits(dataset: str, seed: int, user_dir: str | None) -> Splits:
     return load_splits(dataset, seed, Path(user_dir) if user_dir else None)
 
 
-def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Pre-filter, train (or reuse) the dense parent, compress it, fine-tune with KD, measure,
-    export.
+def tvm_file(profile: str) -> str:
+    """Where a profile's library lies in a bundle."""
+    return f"tvm/{profile.replace('/', '_')}.so"
 
-    Returns:
-        ``metrics`` (``accuracy`` on val, ``test_accuracy``, ``size_bytes``, ``macs``,
-        ``bitops``, ``latency_ms`` per profile, ``params``, ``parent_accuracy``), ``latency``
-        (full stats per profile), ``bundle_dir``, ``timings`` (wall seconds per stage),
-        ``cpu_s`` (CPU seconds per stage), ``device_s`` (probe seconds per profile),
-        ``parent_cache_hit``, ``node`` and ``prefilter`` (what the pre-filter measured). When
-        the pre-filter rejects the candidate, ``prefiltered`` is True and there is no training,
-        no accuracy and no bundle.
-    """
-    cand = Candidate.model_validate(candidate)
-    s = EvalSpec(**spec)
-    recipe = _scaled(Recipe(**s.recipe), s.epochs_fraction)
-    torch.set_num_threads(s.threads)
+
+def evaluate_json(payload: dict[str, Any]) -> dict[str, Any]:
+    """The Ray task: JSON in (an :class:`EvalRequest`), JSON out (an :class:`EvalResult`)."""
+    return evaluate(EvalRequest.model_validate(payload)).model_dump(mode="json")
+
+
+def evaluate(req: EvalRequest) -> EvalResult:
+    """Pre-filter, train (or reuse) the dense parent, compress it, fine-tune with KD, measure,
+    export. When the pre-filter rejects the candidate, ``prefiltered`` is True and there is no
+    training, no accuracy and no bundle."""
+    cand = req.candidate
+    recipe = _scaled(Recipe(**req.recipe), req.epochs_fraction)
+    torch.set_num_threads(req.threads)
     clock = _Clock()
     options = ProbeOptions(
-        tuning_root=Path(s.tuning_dir) if s.tuning_dir else None,
-        cache_dir=Path(s.probe_cache_dir) if s.probe_cache_dir else None,
-        tune_budget_s=s.tune_budget_s,
+        tuning_root=Path(req.tuning_dir) if req.tuning_dir else None,
+        cache_dir=Path(req.probe_cache_dir) if req.probe_cache_dir else None,
+        tune_budget_s=req.tune_budget_s,
     )
     device_s: dict[str, float] = {}
-    pre: dict[str, Any] | None = None
-    if s.constraints:
-        pre = prefilter(cand, [Constraint(**c) for c in s.constraints], s.profiles, options)
+    pre = None
+    if req.constraints:
+        t0 = time.perf_counter()
+        pre = prefilter(
+            cand, req.constraints, req.profiles, options, conv_method=recipe.conv_decomposition
+        )
         clock.lap("prefilter")
-        for name, st in pre["latency"].items():
-            device_s[name] = round(st["compile_s"] + st["measure_s"], 3)
-        if pre["rejected"]:
-            return {
-                "prefiltered": True,
-                "prefilter": pre,
-                "metrics": pre["metrics"],
-                "latency": pre["latency"],
-                "timings": clock.wall,
-                "cpu_s": clock.cpu,
-                "device_s": device_s,
-                "node": _node(),
-            }
+        for name in req.profiles:  # the probes' own wall time, cache hits included
+            device_s[name] = round((time.perf_counter() - t0) / max(1, len(req.profiles)), 3)
+        if pre.rejected:
+            return EvalResult(
+                prefiltered=True,
+                prefilter=pre,
+                metrics=pre.metrics,
+                latency=pre.latency,
+                timings=clock.wall,
+                cpu_s=clock.cpu,
+                device_s=device_s,
+                node=_node(),
+            )
 
-    data = _splits(s.dataset, s.split_seed, s.user_dir)
+    data = _splits(req.dataset, req.split_seed, req.user_dir)
     parent, hit = trained_parent(
         cand,
-        dataset=s.dataset,
-        split_seed=s.split_seed,
+        dataset=req.dataset,
+        split_seed=req.split_seed,
         recipe=recipe,
         train_data=data.train,
-        cache_dir=Path(s.cache_dir),
+        cache_dir=Path(req.cache_dir),
     )
     clock.lap("parent")
 
     child, info = compress(parent, data.train, recipe)
     clock.lap("compress")
 
-    bundle = Path(s.bundle_dir)
+    bundle = Path(req.bundle_dir)
     bundle.mkdir(parents=True, exist_ok=True)
     size = write_packed(bundle / "weights.packed.safetensors", child)
     example = example_input(cand)
-    metrics: dict[str, Any] = {
-        "accuracy": accuracy(child, data.val),
-        "test_accuracy": accuracy(child, data.test) if s.export else None,
-        "parent_accuracy": accuracy(parent, data.val),
-        "size_bytes": size,
-        "params": count_params(child),
-        "quantization": info["quantization"],
-        **compute_cost(child, example),
-    }
+    val_pred = predict(child, data.val)
+    test_acc, test_ci = None, None
+    if req.export:
+        correct = int((predict(child, data.test) == data.test.y).sum())
+        test_acc, test_ci = correct / len(data.test.y), accuracy_ci95(correct, len(data.test.y))
+    cost = compute_cost(child, example)
+    metrics = Metrics(
+        accuracy=float((val_pred == data.val.y).mean()),
+        test_accuracy=test_acc,
+        test_accuracy_ci95=test_ci,
+        test_n=len(data.test.y) if req.export else None,
+        parent_accuracy=float((predict(parent, data.val) == data.val.y).mean()),
+        size_bytes=size,
+        dense_size_bytes=packed_size(build_model(dense_candidate(cand))),
+        params=count_params(child),
+        macs=cost["macs"],
+        bitops=cost["bitops"],
+        quantization=info["quantization"],
+    )
     clock.lap("evaluate")
 
-    check = torch.from_numpy(data.val.x[: s.check_samples]).reshape(-1, *example.shape[1:])
-    latency = {}
-    for name in s.profiles:
+    check = torch.from_numpy(data.val.x[: req.check_samples]).reshape(-1, *example.shape[1:])
+    latency: dict[str, ProbeStats] = {}
+    for name in req.profiles:
         t0 = time.perf_counter()
         latency[name] = probe_warm(
             child,
@@ -178,26 +174,29 @@ def evaluate_candidate(candidate: dict[str, Any], spec: dict[str, Any]) -> dict[
             name,
             options=options,
             check_inputs=check,
-            library_path=bundle / "tvm" / f"{name.replace('/', '_')}.so" if s.export else None,
+            library_path=bundle / tvm_file(name) if req.export else None,
         )
         device_s[name] = round(device_s.get(name, 0.0) + time.perf_counter() - t0, 3)
-    metrics["latency_ms"] = {name: st["median_ms"] for name, st in latency.items()}
-    metrics["latency_partial"] = sorted(n for n, st in latency.items() if st["partial"])
+    metrics.latency_ms = {name: st.median_ms for name, st in latency.items()}
+    metrics.latency_partial = sorted(n for n, st in latency.items() if st.partial)
     clock.lap("probe")
-    result = {
-        "prefiltered": False,
-        "prefilter": pre,
-        "metrics": metrics,
-        "latency": latency,
-        "bundle_dir": str(bundle) if s.export else None,
-        "parent_cache_hit": hit,
-        "node": _node(),
-        "device_s": device_s,
-    }
-    if s.export:
-        _export(cand, child, example, bundle, s, data, metrics, latency)
+    files: dict[str, FileScore] = {}
+    if req.export:
+        files = _export(cand, child, example, bundle, req, data, metrics, latency)
         clock.lap("export")
-    return {**result, "timings": clock.wall, "cpu_s": clock.cpu}
+    return EvalResult(
+        prefiltered=False,
+        prefilter=pre,
+        metrics=metrics,
+        latency=latency,
+        bundle_dir=str(bundle) if req.export else None,
+        files=files,
+        parent_cache_hit=hit,
+        node=_node(),
+        timings=clock.wall,
+        cpu_s=clock.cpu,
+        device_s=device_s,
+    )
 
 
 def _export(
@@ -205,39 +204,81 @@ def _export(
     child: torch.nn.Module,
     example: torch.Tensor,
     bundle: Path,
-    s: EvalSpec,
+    req: EvalRequest,
     data: Splits,
-    metrics: dict[str, Any],
-    latency: dict[str, Any],
-) -> None:
-    """The downloadable bundle: TorchScript, ONNX and the model card."""
+    metrics: Metrics,
+    latency: dict[str, ProbeStats],
+) -> dict[str, FileScore]:
+    """The downloadable bundle: TorchScript, ONNX, the card; each file scored on test."""
     export_torchscript(child, example, bundle / "model.pt")
     export_onnx(child, example, bundle / "model.onnx")
-    write_card(
-        bundle / "card.json",
-        {
-            "candidate": cand.model_dump(mode="json"),
-            "summary": cand.summary(),
-            "metrics": metrics,
-            "latency": latency,
-            "data": {
-                "dataset": s.dataset,
-                **data.describe(),
-                "test_indices": None if data.test.index is None else data.test.index.tolist(),
-            },
-            "input": {"name": "input", "shape": [None, *cand.input_shape], "dtype": "float32"},
-            "files": {
-                "onnx": "model.onnx",
-                "torchscript": "model.pt",
-                "packed_weights": "weights.packed.safetensors",
-                "tvm": {name: f"tvm/{name.replace('/', '_')}.so" for name in s.profiles},
-            },
-            "notes": [
-                "Weights are stored packed at their bit-widths (weights.packed.safetensors); "
-                "model.pt and model.onnx hold the same quantized values as float32.",
-                "Latency: the compressed graph compiled by TVM per profile (int8 layers as int8 x "
-                "int8 -> int32 kernels with requantization, fp16 on GPUs, fp32 otherwise), "
-                "MetaSchedule-tuned on CPUs; see latency.<profile>.tuning / partial.",
-            ],
+    tvm_files = {name: tvm_file(name) for name in req.profiles}
+    assert metrics.test_accuracy is not None
+    files = score_files(bundle, data.test, cand.input_shape, tvm_files, metrics.test_accuracy)
+    write_card(bundle / "card.json", card(cand, req, data.test, data, metrics, latency, files))
+    return files
+
+
+def card(
+    cand: Candidate,
+    req: EvalRequest,
+    test: Split,
+    data: Splits,
+    metrics: Metrics,
+    latency: dict[str, ProbeStats],
+    files: dict[str, FileScore],
+) -> dict[str, Any]:
+    """The model card: what the model is, what it scores (per file) and how fast it ran."""
+    tvm_files = {name: tvm_file(name) for name in req.profiles}
+    off = [k for k, f in files.items() if f.agrees_with_card is False]
+    return {
+        "candidate": cand.model_dump(mode="json"),
+        "summary": cand.summary(),
+        "metrics": metrics.model_dump(mode="json"),
+        "accuracy": {
+            "split": "test",
+            "n": len(test.y),
+            "test_accuracy": metrics.test_accuracy,
+            "ci95": metrics.test_accuracy_ci95,
+            "model": "the compressed model in PyTorch (fake-quant), = model.pt",
         },
-    )
+        "file_scores": {k: f.model_dump(mode="json") for k, f in files.items()},
+        "file_scores_note": (
+            "every file scores the card's accuracy (within 0.002)"
+            if not off
+            else f"{', '.join(off)} score differently from the card: see each entry"
+        ),
+        "latency": {p: st.model_dump(mode="json") for p, st in latency.items()},
+        "verified": None,
+        "data": {
+            "dataset": req.dataset,
+            **data.describe(),
+            "test_indices": None if test.index is None else test.index.tolist(),
+        },
+        "input": {"name": "input", "shape": [None, *cand.input_shape], "dtype": "float32"},
+        "files": {
+            "onnx": "model.onnx",
+            "torchscript": "model.pt",
+            "packed_weights": "weights.packed.safetensors",
+            "tvm": tvm_files,
+            "canary": {p: rel.replace(".so", ".canary.so") for p, rel in tvm_files.items()},
+        },
+        "retime": {
+            "how": "load tvm/<profile>.so and tvm/<profile>.canary.so with "
+            "tvm.runtime.load_module + relax.VirtualMachine; time 'main' with time_evaluator in "
+            "rounds alternating model and canary (TVM_NUM_THREADS = threads); compare "
+            "median(model / canary) with latency.<profile>.normalized (and verified)",
+            "model_input": [1, *cand.input_shape],
+            "canary_input": list(CANARY_SHAPE),
+            "threads": {p: st.threads for p, st in latency.items()},
+        },
+        "notes": [
+            "Weights are stored packed at their bit-widths (weights.packed.safetensors); "
+            "model.pt and model.onnx hold the same quantized values as float32.",
+            "Latency: the compressed graph compiled by TVM per profile (int8 layers as int8 x "
+            "int8 -> int32 kernels with requantization, fp16 on GPUs, fp32 otherwise), "
+            "MetaSchedule-tuned on CPUs (XGBoost cost model); timed interleaved with the "
+            "profile's canary (normalized = model / canary), with training on the node held "
+            "(quiet = lease); see latency.<profile> and, for Pareto models, verified.",
+        ],
+    }

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-CARD_SCHEMA_VERSION = 1
+CARD_SCHEMA_VERSION = 2
 
 
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -1,38 +1,50 @@
-"""Pareto front of a job, read from its Optuna study."""
+"""A job's Pareto front as API points (verified latencies where the job has them)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from optuna.trial import FrozenTrial
-
+from service.scheduler.front import FrontPoint
 from service.schemas import ParetoPoint
+from workers.scoring import latency_profile
 
 
-def pareto_points(best_trials: list[FrozenTrial], metric_names: list[str]) -> list[ParetoPoint]:
-    """Turn Optuna's non-dominated COMPLETE trials into API points, sorted by accuracy."""
-    points = []
-    for t in best_trials:
-        values = dict(zip(metric_names, t.values, strict=True))
-        latency = {
-            k.split("@", 1)[1]: float(v) for k, v in values.items() if k.startswith("latency_ms@")
-        }
-        tuning = {
-            p: str((t.user_attrs.get(f"latency@{p}") or {}).get("tuning", "unknown"))
-            for p in latency
-        }
+def pareto_points(points: list[FrontPoint], metric_names: list[str]) -> list[ParetoPoint]:
+    """Turn front points into API points, sorted by accuracy."""
+    out = []
+    for fp in points:
+        t, m = fp.trial, fp.metrics
+        profiles = [p for p in (latency_profile(n) for n in metric_names) if p] or list(
+            m.latency_ms
+        )
+        search = {p: float(v) for p, v in dict(t.user_attrs["metrics"]["latency_ms"]).items()}
+        ver = {p: v for p, v in fp.verified.items() if v.median_ms is not None}
         cand: dict[str, Any] = t.user_attrs.get("candidate", {})
-        points.append(
+        out.append(
             ParetoPoint(
                 trial=t.number,
-                accuracy=float(values.get("accuracy", float("nan"))),
-                test_accuracy=t.user_attrs.get("test_accuracy"),
-                latency_ms=latency,
-                latency_tuning=tuning,
-                size_bytes=int(values.get("size_bytes", 0)),
+                accuracy=float(m.accuracy if m.accuracy is not None else float("nan")),
+                test_accuracy=m.test_accuracy,
+                test_accuracy_ci95=m.test_accuracy_ci95,
+                latency_ms={p: float(m.latency_ms[p]) for p in profiles if p in m.latency_ms},
+                latency_source={p: "verified" if p in ver else "search" for p in profiles},
+                latency_search_ms=search,
+                latency_tuning={
+                    p: str((t.user_attrs.get(f"latency@{p}") or {}).get("tuning", "unknown"))
+                    for p in profiles
+                },
+                verified={p: v.model_dump(mode="json") for p, v in fp.verified.items()},
+                speedup_vs_dense={p: v.speedup_vs_dense for p, v in ver.items()},
+                no_speedup={p: v.no_speedup for p, v in ver.items()},
+                latency_disagrees={p: v.disagrees for p, v in ver.items()},
+                size_bytes=int(m.size_bytes),
+                size_ratio_vs_dense=(
+                    m.dense_size_bytes / m.size_bytes if m.dense_size_bytes else None
+                ),
+                file_scores=dict(t.user_attrs.get("file_scores") or {}),
                 candidate=cand,
                 summary=str(t.user_attrs.get("summary", "")),
                 model_id=t.user_attrs.get("model_id"),
             )
         )
-    return sorted(points, key=lambda p: (-p.accuracy, p.size_bytes))
+    return sorted(out, key=lambda p: (-p.accuracy, p.size_bytes))

@@ -89,6 +89,7 @@ class Trial(Base):
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     latency: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    verified: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     bundle_dir: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

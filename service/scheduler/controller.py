@@ -19,38 +19,46 @@ import optuna
 from optuna.trial import TrialState as OptunaState
 
 from hw_profiles import get_profile
-from search_spaces import SpaceContext, get_space
+from search_spaces import Candidate, SpaceContext, get_space
 from service.db.models import Job, JobStatus, TrialState, utcnow
 from service.db.queue import heartbeat
 from service.db.session import get_sessionmaker
 from service.scheduler.fidelity import Ladder
+from service.scheduler.front import JobScoring
 from service.scheduler.records import TrialRecords
-from service.scheduler.results import LATENCY_ATTRS, error_message, metric_value
+from service.scheduler.results import error_message, worker_cause
 from service.scheduler.study import open_study, warm_start
+from service.scheduler.verification import FrontVerifier
 from service.schemas import JobCreate
 from service.settings import Settings
-from workers.bounds import Constraint
 from workers.data import get_dataset
-from workers.probe.errors import ProbeTransientError
+from workers.probe.errors import ProbeTransientError, TuningUnavailableError
 from workers.probe.targets import is_gpu
+from workers.probe.tuning import require_cost_model
+from workers.records import EvalRequest, EvalResult, Metrics, VerifyRequest, VerifyResult
+from workers.scoring import Constraint, constraint_values
 
 log = logging.getLogger(__name__)
 
 
 class Executor(Protocol):
+    """Runs evaluations and verifications somewhere (Ray tasks; in-process in tests)."""
+
     capacity: int
 
     def capacity_for(self, gpus: float) -> int: ...
-    def submit(self, candidate: dict[str, Any], spec: dict[str, Any]) -> Any: ...
+    def submit(self, request: EvalRequest) -> Any: ...
     def wait(self, handles: list[Any], timeout_s: float) -> list[Any]: ...
-    def result(self, handle: Any) -> dict[str, Any]: ...
+    def result(self, handle: Any) -> EvalResult: ...
     def cancel(self, handle: Any) -> None: ...
+    def verify(self, request: VerifyRequest) -> Any: ...
+    def verify_result(self, handle: Any) -> VerifyResult: ...
 
 
 @dataclass
 class _InFlight:
     trial: optuna.trial.Trial
-    candidate: dict[str, Any]
+    candidate: Candidate
     rung: int
     tune_reserved_s: float = 0.0
     runs: list[dict[str, Any]] = field(default_factory=list)  # cost of each evaluation
@@ -75,6 +83,7 @@ class JobController:
         self.tune_spent_s = 0.0  # MetaSchedule seconds this job's trials spent (budget.tune_s)
         self.tune_reserved_s = 0.0  # ... and what the trials in flight may still spend
         self.constraints: list[Constraint] = []
+        self.scoring = JobScoring([], [], [], False)
         self.ladder = Ladder([1.0], 3, [])
 
     def run(self) -> JobStatus:
@@ -88,6 +97,8 @@ class JobController:
             s.commit()
         try:
             status = self._loop(spec)
+            if status in (JobStatus.succeeded, JobStatus.cancelled) and self.settings.verify:
+                status = FrontVerifier(self, spec).run(status)
         except Exception as e:
             log.exception("job %s failed", self.job_id)
             self._finish(JobStatus.failed, error=f"{type(e).__name__}: {e}")
@@ -97,6 +108,8 @@ class JobController:
 
     # ------------------------------------------------------------------ loop
     def _loop(self, spec: JobCreate) -> JobStatus:
+        if spec.tuning == "metaschedule":
+            require_cost_model()  # fail the job now, not after training its first trials
         study = open_study(self.settings.database_url, self.job_id, spec)
         self.records.fail_interrupted(study, "interrupted: scheduler restarted")
         if spec.warm_start_from is not None:
@@ -112,7 +125,7 @@ class JobController:
             spec.budget.max_failed if spec.budget.max_failed is not None else spec.budget.trials
         )
         max_rejected = max(50, 5 * spec.budget.trials)
-        capacity = self.executor.capacity_for(self._gpus(spec))
+        capacity = self.executor.capacity_for(self.gpus(spec))
         in_flight: dict[Any, _InFlight] = {}
         while True:
             complete, failed, rejected = self._counts(study)
@@ -152,13 +165,14 @@ class JobController:
                 self._collect(study, spec, in_flight, in_flight.pop(handle), handle)
 
     @staticmethod
-    def _gpus(spec: JobCreate) -> float:
+    def gpus(spec: JobCreate) -> float:
         """GPUs a trial of this job needs: one when it probes a CUDA (GPU) profile."""
         return 1.0 if any(is_gpu(get_profile(p)) for p in spec.profiles) else 0.0
 
     def _restore(self, study: optuna.Study, spec: JobCreate) -> None:
         """State a restarted (or extended) job carries over from its study."""
         self.constraints = spec.parsed_constraints()
+        self.scoring = JobScoring.from_spec(spec.model_dump(mode="json"))
         fractions = spec.fidelity.rungs() if spec.fidelity else [1.0]
         eta = spec.fidelity.eta if spec.fidelity else 3
         self.ladder = Ladder(fractions, eta, spec.directions())
@@ -189,7 +203,7 @@ class JobController:
         trial.set_user_attr("summary", cand.summary())
         trial.set_user_attr("candidate_hash", cand.structural_hash())
         self.records.create(trial.number, candidate, cand.structural_hash())
-        self._submit(spec, in_flight, _InFlight(trial, candidate, rung=0))
+        self._submit(spec, in_flight, _InFlight(trial, cand, rung=0))
         return True
 
     def _submit(self, spec: JobCreate, in_flight: dict[Any, _InFlight], item: _InFlight) -> None:
@@ -198,30 +212,30 @@ class JobController:
         tune_s = self._reserve_tuning(spec, len(spec.profiles))
         item.tune_reserved_s = tune_s * len(spec.profiles)
         prefilter = item.rung == 0 and spec.prefilter and spec.training.rank_energy is None
-        worker_spec = {
-            "dataset": spec.dataset,
-            "split_seed": spec.split_seed,
-            "user_dir": str(self.settings.user_data_dir),
-            "profiles": spec.profiles,
-            "bundle_dir": str(root / "jobs" / str(self.job_id) / f"trial-{number:05d}"),
-            "cache_dir": str(root / "parents"),
-            "threads": self.settings.worker_threads,
-            "recipe": spec.training.model_dump(),
-            "tuning_dir": (
-                str(Path(self.settings.tuning_dir).resolve())
-                if spec.tuning == "metaschedule"
-                else None
-            ),
-            "probe_cache_dir": str(Path(self.settings.probe_cache_dir).resolve()),
-            "tune_budget_s": tune_s,
-            "constraints": [c.to_json() for c in self.constraints if c.before_training]
-            if prefilter
-            else [],
-            "epochs_fraction": self.ladder.fractions[item.rung],
-            "export": item.rung == self.ladder.top,
-            "num_gpus": self._gpus(spec),
-        }
-        in_flight[self.executor.submit(item.candidate, worker_spec)] = item
+        request = EvalRequest(
+            candidate=item.candidate,
+            dataset=spec.dataset,
+            split_seed=spec.split_seed,
+            user_dir=str(self.settings.user_data_dir),
+            profiles=spec.profiles,
+            bundle_dir=str(root / "jobs" / str(self.job_id) / f"trial-{number:05d}"),
+            cache_dir=str(root / "parents"),
+            threads=self.settings.worker_threads,
+            recipe=spec.training.model_dump(),
+            tuning_dir=self.tuning_dir(spec),
+            probe_cache_dir=str(Path(self.settings.probe_cache_dir).resolve()),
+            tune_budget_s=tune_s,
+            constraints=[c for c in self.constraints if c.before_training] if prefilter else [],
+            epochs_fraction=self.ladder.fractions[item.rung],
+            export=item.rung == self.ladder.top,
+            num_gpus=self.gpus(spec),
+        )
+        in_flight[self.executor.submit(request)] = item
+
+    def tuning_dir(self, spec: JobCreate) -> str | None:
+        if spec.tuning != "metaschedule":
+            return None
+        return str(Path(self.settings.tuning_dir).resolve())
 
     def _reserve_tuning(self, spec: JobCreate, profiles: int) -> float:
         """Tuning seconds a new trial may spend per profile: its share of what the job's
@@ -244,34 +258,36 @@ class JobController:
         try:
             result = self.executor.result(handle)
         except Exception as e:
+            if isinstance(worker_cause(e), TuningUnavailableError):
+                raise  # a deployment error: the job fails with it, nothing tunes at random
             msg = error_message(e)
             # A device that failed or stayed busy is not the candidate's fault: recorded, but
             # not counted against max_failed.
-            kind = "device" if isinstance(e, ProbeTransientError) else "error"
+            kind = "device" if isinstance(worker_cause(e), ProbeTransientError) else "error"
             log.warning("trial %s failed (%s): %s", t.number, kind, msg)
             self.records.fail(study, t, msg, kind=kind)
             return
-        m = result["metrics"]
-        pre_latency = (result.get("prefilter") or {}).get("latency", {})
-        probes = [*pre_latency.values()]  # a rejected result's latency *is* the pre-filter's
-        if not result["prefiltered"]:
-            probes += result["latency"].values()
-        self.tune_spent_s += sum(float(st.get("tune_s", 0.0)) for st in probes)
+        probes = result.probes()
+        self.tune_spent_s += sum(st.tune_s for st in probes)
         item.runs.append(
             {
                 "rung": item.rung,
-                **{k: result.get(k) for k in ("timings", "cpu_s", "device_s", "node")},
-                "parent_cache_hit": result.get("parent_cache_hit"),
-                "probe_cache_hits": [bool(st.get("cache_hit")) for st in probes],
+                "timings": result.timings,
+                "cpu_s": result.cpu_s,
+                "device_s": result.device_s,
+                "node": result.node,
+                "parent_cache_hit": result.parent_cache_hit,
+                "probe_cache_hits": [st.cache_hit for st in probes],
             }
         )
         cost = {"runs": item.runs}
         t.set_user_attr("cost", cost)
-        if result["prefiltered"]:
-            self._tell_rejected(study, spec, t, result, cost)
+        if result.prefiltered:
+            self._tell_rejected(study, t, result, cost)
             return
-        values = [metric_value(m, name) for name in spec.metric_names()]
-        penalties = self._constraint_values(spec, result)
+        m = result.metrics
+        values = self.scoring.values(m)
+        penalties = self.scoring.constraint_values(m)
         if item.rung < self.ladder.top:
             penalty = sum(max(0.0, v) for v in penalties.values())
             rungs = [*t.user_attrs.get("rungs", [])]
@@ -282,38 +298,46 @@ class JobController:
                 self._submit(spec, in_flight, nxt)
                 return
             study.tell(t, state=OptunaState.PRUNED)
-            self.records.update(t.number, TrialState.pruned, metrics=m, timings=cost)
+            self.records.update(
+                t.number, TrialState.pruned, metrics=m.model_dump(mode="json"), timings=cost
+            )
             return
-        t.set_user_attr("test_accuracy", m["test_accuracy"])
-        t.set_user_attr("params", m["params"])
+        self._tell_complete(study, t, result, values, penalties, cost)
+
+    def _tell_complete(
+        self,
+        study: optuna.Study,
+        t: optuna.trial.Trial,
+        result: EvalResult,
+        values: list[float],
+        penalties: dict[str, float],
+        cost: dict[str, Any],
+    ) -> None:
+        m = result.metrics
+        t.set_user_attr("metrics", m.model_dump(mode="json"))
+        t.set_user_attr("test_accuracy", m.test_accuracy)
+        t.set_user_attr("test_accuracy_ci95", m.test_accuracy_ci95)
+        t.set_user_attr("params", m.params)
         t.set_user_attr("model_id", f"{self.job_id}-{t.number}")
-        t.set_user_attr("timings", result["timings"])
-        t.set_user_attr("parent_cache_hit", result["parent_cache_hit"])
-        t.set_user_attr("node", result.get("node"))
-        for prof, st in result["latency"].items():
-            t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in LATENCY_ATTRS})
+        t.set_user_attr("timings", result.timings)
+        t.set_user_attr("parent_cache_hit", result.parent_cache_hit)
+        t.set_user_attr("node", result.node)
+        scores = {k: f.model_dump(mode="json") for k, f in result.files.items()}
+        t.set_user_attr("file_scores", scores)
+        for prof, st in result.latency.items():
+            t.set_user_attr(f"latency@{prof}", st.public())
         self._set_constraints(t, penalties)
         study.tell(t, values)
         self.records.update(
             t.number,
             TrialState.complete,
             count_complete=True,
-            accuracy=float(m["accuracy"]),
-            metrics=m,
-            latency=result["latency"],
+            accuracy=m.accuracy,
+            metrics=m.model_dump(mode="json"),
+            latency={p: st.model_dump(mode="json") for p, st in result.latency.items()},
             timings=cost,
-            bundle_dir=result["bundle_dir"],
+            bundle_dir=result.bundle_dir,
         )
-
-    def _constraint_values(self, spec: JobCreate, result: dict[str, Any]) -> dict[str, float]:
-        """Optuna constraint values (<= 0 feasible) of a result, by name."""
-        m = result["metrics"]
-        out = _violations(m, self.constraints)
-        if spec.tuning == "metaschedule" and any(n.startswith("latency") for n in spec.objectives):
-            # A latency from partly untuned code is kept but never final: infeasible for
-            # Optuna, so it stays off best_trials (/pareto, /best) and the dashboard's front.
-            out["latency_tuned"] = 1.0 if m.get("latency_partial") else 0.0
-        return out
 
     def _set_constraints(self, t: optuna.trial.Trial, penalties: dict[str, float]) -> None:
         for name, v in penalties.items():
@@ -324,29 +348,29 @@ class JobController:
     def _tell_rejected(
         self,
         study: optuna.Study,
-        spec: JobCreate,
         t: optuna.trial.Trial,
-        result: dict[str, Any],
+        result: EvalResult,
         cost: dict[str, Any],
     ) -> None:
         """A candidate the pre-filter rejected: COMPLETE and infeasible in the study (so the
         sampler learns the region is out of bounds), never trained. Its accuracy objective is
         a placeholder 0, marked ``accuracy_measured = False``."""
-        m = {**result["metrics"], "accuracy": 0.0}
-        violations = result["prefilter"]["violations"]
+        assert result.prefilter is not None
+        m: Metrics = result.metrics.model_copy(update={"accuracy": 0.0})
+        violations = result.prefilter.violations
         t.set_user_attr("prefiltered", True)
         t.set_user_attr("accuracy_measured", False)
         t.set_user_attr("violations", violations)
-        for prof, st in result["latency"].items():
-            t.set_user_attr(f"latency@{prof}", {k: st.get(k) for k in LATENCY_ATTRS})
-        penalties = _violations(m, [c for c in self.constraints if c.before_training])
-        self._set_constraints(t, penalties)
-        study.tell(t, [metric_value(m, name) for name in spec.metric_names()])
+        for prof, st in result.latency.items():
+            t.set_user_attr(f"latency@{prof}", st.public())
+        before = [c for c in self.constraints if c.before_training]
+        self._set_constraints(t, constraint_values(m, before))
+        study.tell(t, self.scoring.values(m))
         self.records.update(
             t.number,
             TrialState.rejected,
-            metrics=result["metrics"],
-            latency=result["latency"],
+            metrics=result.metrics.model_dump(mode="json"),
+            latency={p: st.model_dump(mode="json") for p, st in result.latency.items()},
             timings=cost,
             error="pre-filter: "
             + "; ".join(f"{k!r} broken by {v:.0%}" for k, v in violations.items()),
@@ -395,8 +419,3 @@ class JobController:
             job.error = error
             job.finished_at = utcnow()
             s.commit()
-
-
-def _violations(metrics: dict[str, Any], constraints: list[Constraint]) -> dict[str, float]:
-    """Optuna constraint value (<= 0 satisfied) of each constraint, by its text."""
-    return {c.text: round(c.violation(metric_value(metrics, c.metric)), 6) for c in constraints}

@@ -8,13 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 from service.settings import Settings
+from workers.records import EvalRequest, EvalResult, VerifyRequest, VerifyResult
 
 log = logging.getLogger(__name__)
-Task = Callable[[dict[str, Any], dict[str, Any]], Any]  # (candidate, worker spec) -> result
+Task = Callable[[dict[str, Any]], Any]  # EvalRequest as JSON -> EvalResult as JSON
 
 
 class RayExecutor:
-    """Submits ``workers.evaluate.evaluate_candidate`` as Ray tasks (one per trial).
+    """Submits ``workers.evaluate.evaluate_json`` as Ray tasks (one per trial), and
+    ``workers.verify.verify_json`` (one per verification round of a job's front).
+
+    Requests and results cross the Ray edge as JSON (the records' ``model_dump``) and are
+    validated back into their types here.
 
     ``HWNAS_RAY_ADDRESS`` unset starts an embedded Ray with ``ray_num_cpus`` CPUs; set, it
     connects to that cluster with token authentication (``RAY_AUTH_TOKEN_PATH`` or
@@ -27,7 +32,7 @@ class RayExecutor:
     def __init__(
         self,
         settings: Settings,
-        task: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None,
+        task: Task | None = None,
     ) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if settings.ray_address is None:
@@ -37,7 +42,8 @@ class RayExecutor:
             os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
 
-        from workers.evaluate import evaluate_candidate
+        from workers.evaluate import evaluate_json
+        from workers.verify import verify_json
 
         self._ray = ray
         self._cpus = settings.trial_num_cpus
@@ -60,7 +66,10 @@ class RayExecutor:
                 )
             else:
                 ray.init(address=settings.ray_address, runtime_env={"env_vars": env})
-        self._task = ray.remote(task or evaluate_candidate).options(
+        self._task = ray.remote(task or evaluate_json).options(
+            num_cpus=settings.trial_num_cpus, max_retries=1
+        )
+        self._verify = ray.remote(verify_json).options(
             num_cpus=settings.trial_num_cpus, max_retries=1
         )
         self.capacity = self.capacity_for(0)
@@ -75,18 +84,25 @@ class RayExecutor:
             k = min(k, int(float(res.get("GPU", 0)) // gpus))
         return max(1, min(k, self._max_in_flight or k))
 
-    def submit(self, candidate: dict[str, Any], spec: dict[str, Any]) -> Any:
-        gpus = float(spec.get("num_gpus", 0))
+    def submit(self, request: EvalRequest) -> Any:
+        gpus = request.num_gpus
         task = self._task.options(num_gpus=gpus) if gpus else self._task
-        return task.remote(candidate, spec)
+        return task.remote(request.model_dump(mode="json"))
 
     def wait(self, handles: list[Any], timeout_s: float) -> list[Any]:
         ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout_s)
         return list(ready)
 
-    def result(self, handle: Any) -> dict[str, Any]:
-        out: dict[str, Any] = self._ray.get(handle)
-        return out
+    def result(self, handle: Any) -> EvalResult:
+        return EvalResult.model_validate(self._ray.get(handle))
+
+    def verify(self, request: VerifyRequest) -> Any:
+        gpus = request.num_gpus
+        task = self._verify.options(num_gpus=gpus) if gpus else self._verify
+        return task.remote(request.model_dump(mode="json"))
+
+    def verify_result(self, handle: Any) -> VerifyResult:
+        return VerifyResult.model_validate(self._ray.get(handle))
 
     def cancel(self, handle: Any) -> None:
         self._ray.cancel(handle, force=True)

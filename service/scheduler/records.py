@@ -65,6 +65,19 @@ class TrialRecords:
                 )
             s.commit()
 
+    def bundle_dir(self, number: int) -> str | None:
+        with self.sessions() as s:
+            row = crud.get_trial(session=s, job_id=self.job_id, number=number)
+            return row.bundle_dir if row is not None else None
+
+    def set_verified(self, number: int, verified: dict[str, Any]) -> None:
+        """Keep a front point's verified latency on its row."""
+        with self.sessions() as s:
+            row = crud.get_trial(session=s, job_id=self.job_id, number=number)
+            if row is not None:
+                row.verified = verified
+            s.commit()
+
     def fail(
         self,
         study: optuna.Study,

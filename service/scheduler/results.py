@@ -1,32 +1,15 @@
-"""Reading a worker's result: study metric values, the latency stats kept per trial, and the
-worker's own error text out of Ray's wrapper."""
+"""A worker's own exception out of Ray's wrapper: its type (to sort whose fault it is) and its
+text (what the trial records)."""
 
 from __future__ import annotations
 
 import traceback
-from typing import Any
 
 
-def metric_value(metrics: dict[str, Any], name: str) -> float:
-    """A study metric (``latency_ms@<profile>`` or a metrics key) from a worker's metrics."""
-    if name.startswith("latency_ms@"):
-        return float(metrics["latency_ms"][name.split("@", 1)[1]])
-    return float(metrics[name])
-
-
-LATENCY_ATTRS = (  # the per-profile probe stats kept as trial user attrs
-    "median_ms",
-    "iqr_ms",
-    "cv",
-    "repeat",
-    "number",
-    "tuning",
-    "partial",
-    "precision",
-    "cache_hit",
-    "tune_s",
-    "tvm_version",
-)
+def worker_cause(e: BaseException) -> BaseException:
+    """The exception the worker raised (Ray wraps it in a RayTaskError with ``cause``)."""
+    cause = getattr(e, "cause", None)
+    return cause if isinstance(cause, BaseException) else e
 
 
 def error_message(e: BaseException) -> str:

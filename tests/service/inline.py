@@ -13,17 +13,20 @@ from service.db.queue import claim_job
 from service.db.session import get_sessionmaker
 from service.schemas import JobCreate
 from service.settings import Settings
-from workers.evaluate import evaluate_candidate
+from workers.evaluate import evaluate_json
 from workers.probe import ProbeTransientError
+from workers.records import EvalRequest, EvalResult, VerifyRequest, VerifyResult
+from workers.verify import verify_json
 
 
 class Handle:
-    def __init__(self, n: int, candidate: dict[str, Any], spec: dict[str, Any]) -> None:
-        self.n, self.candidate, self.spec = n, candidate, spec
+    def __init__(self, n: int, payload: dict[str, Any]) -> None:
+        self.n, self.payload = n, payload
 
 
 class InlineExecutor:
-    """Runs evaluate_candidate in this process when its result is asked for."""
+    """Runs evaluations (and verifications) in this process when their result is asked for,
+    through the same JSON edge as Ray."""
 
     capacity = 2
 
@@ -40,38 +43,50 @@ class InlineExecutor:
         self.device_fail_numbers = device_fail_numbers
         self.on_result = on_result
         self.cancelled: list[int] = []
+        self.verifications: list[VerifyRequest] = []
         self._n = 0
 
-    def submit(self, candidate: dict[str, Any], spec: dict[str, Any]) -> Handle:
+    def submit(self, request: EvalRequest) -> Handle:
         self._n += 1
-        return Handle(self._n - 1, candidate, spec)
+        return Handle(self._n - 1, request.model_dump(mode="json"))
 
     def wait(self, handles: list[Any], timeout_s: float) -> list[Any]:
         return handles[:1]
 
-    def result(self, handle: Any) -> dict[str, Any]:
+    def result(self, handle: Any) -> EvalResult:
         if self.on_result:
             self.on_result(handle.n)
         if handle.n in self.fail_numbers:
             raise RuntimeError(f"injected failure in submission {handle.n}")
         if handle.n in self.device_fail_numbers:
             raise ProbeTransientError(f"injected: RPC server gone in submission {handle.n}")
-        return evaluate_candidate(handle.candidate, handle.spec)
+        return EvalResult.model_validate(evaluate_json(handle.payload))
 
     def cancel(self, handle: Any) -> None:
         self.cancelled.append(handle.n)
+
+    def verify(self, request: VerifyRequest) -> Handle:
+        self.verifications.append(request)
+        return Handle(-1, request.model_dump(mode="json"))
+
+    def verify_result(self, handle: Any) -> VerifyResult:
+        return VerifyResult.model_validate(verify_json(handle.payload))
 
 
 TUNING = Path(tempfile.mkdtemp(prefix="hwnas-test-tuning-"))  # shared: later jobs reuse records
 
 
-def settings_for(db_url: str, tmp_path: Path) -> Settings:
+def settings_for(db_url: str, tmp_path: Path, *, verify: bool = False) -> Settings:
+    """Test settings; the front's verification (minutes of timing and dense-parent tuning)
+    only where a test is about it."""
     return Settings(
         database_url=db_url,
         artifact_dir=tmp_path,
         poll_interval_s=0.01,
         tuning_dir=TUNING,
         probe_cache_dir=tmp_path / "probe-cache",
+        verify=verify,
+        verify_windows=2,
     )
 
 

@@ -126,3 +126,39 @@ def test_device_failures_are_recorded_but_not_counted(db_url: str, tmp_path: Pat
     with get_sessionmaker(db_url)() as s:
         job = s.get(Job, job_id)
         assert job is not None and (job.trials_complete, job.trials_failed) == (1, 0)
+
+
+def test_front_is_verified_from_the_shipped_files(db_url: str, tmp_path: Path) -> None:
+    """After the job, each Pareto bundle's own library is timed in a fresh process beside its
+    dense parent and the canary; the card, the trial row and the front carry the numbers."""
+    import json
+
+    from service.scheduler.front import JobScoring, front
+
+    settings = settings_for(db_url, tmp_path, verify=True)
+    spec = {**SPEC, "budget": {"trials": 2, "tune_s": 300}}
+    job_id = submit(db_url, spec)
+    executor = InlineExecutor(fail_numbers=set())
+    assert JobController(settings, executor, job_id, "test").run() == JobStatus.succeeded
+
+    study = load_study(db_url, job_id)
+    assert study.user_attrs["verification"]["status"] == "done"
+    assert len(executor.verifications) >= 1
+    scoring = JobScoring.from_spec(JobCreate.model_validate(spec).model_dump(mode="json"))
+    points = front(study, scoring)
+    assert points
+    for p in points:
+        v = p.verified["x86/local"]
+        assert v.error is None and v.median_ms is not None and v.median_ms > 0
+        assert v.windows == 2 and v.quiet == "lease"
+        assert v.canary_ms is not None and v.normalized is not None
+        assert v.dense_ms is not None and v.speedup_vs_dense is not None
+        assert v.no_speedup == (v.speedup_vs_dense < 1.05)
+        assert v.search_ms == p.trial.user_attrs["metrics"]["latency_ms"]["x86/local"]
+        assert p.metrics.latency_ms["x86/local"] == v.median_ms  # the front uses verified
+        with get_sessionmaker(db_url)() as s:
+            row = crud.get_trial(session=s, job_id=job_id, number=p.trial.number)
+            assert row is not None and row.verified is not None and row.bundle_dir
+            card = json.loads((Path(row.bundle_dir) / "card.json").read_text())
+        assert card["verified"]["latency"]["x86/local"]["median_ms"] == v.median_ms
+        assert card["verified"]["size_ratio_vs_dense"] > 1  # 32-bit MLP vs 8-bit head at least

@@ -14,7 +14,8 @@ import torch
 from safetensors.numpy import load_file
 
 from workers.data import load_splits
-from workers.evaluate import evaluate_candidate
+from workers.evaluate import evaluate, evaluate_json
+from workers.records import EvalRequest, EvalResult
 
 RECIPE = {"epochs": 3, "finetune_epochs": 1, "seed": 0}
 
@@ -30,8 +31,11 @@ def _candidate(wbits: int, prune: float, rank: float, abits: int = 32) -> dict[s
     }
 
 
-def _spec(tmp_path: Path, bundle: str, profiles: list[str]) -> dict[str, Any]:
+def _request(
+    cand: dict[str, Any], tmp_path: Path, bundle: str, profiles: list[str]
+) -> dict[str, Any]:
     return {
+        "candidate": cand,
         "dataset": "digits",
         "profiles": profiles,
         "bundle_dir": str(tmp_path / bundle),
@@ -51,18 +55,34 @@ def _restore_torch_threads() -> Any:
 
 def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
     cand = _candidate(wbits=4, prune=0.25, rank=1.0)
-    result = evaluate_candidate(cand, _spec(tmp_path, "a", ["x86/local"]))
-    json.dumps(result)  # JSON-ready: it crosses a Ray task boundary
+    payload = evaluate_json(_request(cand, tmp_path, "a", ["x86/local"]))
+    json.dumps(payload)  # JSON-ready: it crosses a Ray task boundary
+    result = EvalResult.model_validate(payload)
 
-    m = result["metrics"]
-    assert 0 < m["accuracy"] <= 1 and 0 < m["test_accuracy"] <= 1
-    assert 0 < m["parent_accuracy"] <= 1
-    assert m["size_bytes"] > 0 and m["params"] > 0
-    assert set(m["latency_ms"]) == {"x86/local"} and m["latency_ms"]["x86/local"] > 0
-    assert result["latency"]["x86/local"]["max_abs_err"] < 1e-4
-    assert result["parent_cache_hit"] is False
+    m = result.metrics
+    assert m.accuracy is not None and m.test_accuracy is not None
+    assert 0 < m.accuracy <= 1 and 0 < m.test_accuracy <= 1
+    assert m.test_accuracy_ci95 is not None and m.test_n is not None
+    lo, hi = m.test_accuracy_ci95
+    assert lo < m.test_accuracy < hi and hi - lo < 0.2  # Wilson interval of ~360 test images
+    assert m.parent_accuracy is not None and 0 < m.parent_accuracy <= 1
+    assert m.size_bytes > 0 and m.params is not None and m.params > 0
+    assert m.dense_size_bytes is not None and m.dense_size_bytes > m.size_bytes
+    assert set(m.latency_ms) == {"x86/local"} and m.latency_ms["x86/local"] > 0
+    st = result.latency["x86/local"]
+    assert st.max_abs_err is not None and st.max_abs_err < 1e-4
+    assert st.latency_source == "measured" and st.quiet == "lease"
+    assert st.canary_ms is not None and st.normalized is not None
+    assert st.normalized == pytest.approx(st.median_ms / st.canary_ms, rel=0.5)
+    assert result.parent_cache_hit is False
+    # every shipped file scores what the card says, each run by its own runtime
+    assert set(result.files) == {"onnx", "torchscript", "tvm:x86/local"}
+    for name, f in result.files.items():
+        assert f.test_accuracy == pytest.approx(m.test_accuracy, abs=0.002), name
+        assert f.agrees_with_card is True, name
 
-    bundle = Path(result["bundle_dir"])
+    assert result.bundle_dir is not None
+    bundle = Path(result.bundle_dir)
     assert bundle == tmp_path / "a"
     for name in (
         "model.onnx",
@@ -70,15 +90,16 @@ def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
         "card.json",
         "weights.packed.safetensors",
         "tvm/x86_local.so",
+        "tvm/x86_local.canary.so",
     ):
         assert (bundle / name).is_file(), name
     weights = bundle / "weights.packed.safetensors"
     packed = load_file(str(weights))
     # the size is the file's bytes: the stored arrays plus the safetensors header
-    assert m["size_bytes"] == weights.stat().st_size
+    assert m.size_bytes == weights.stat().st_size
     header = 8 + int.from_bytes(weights.read_bytes()[:8], "little")
-    assert m["size_bytes"] == sum(int(a.nbytes) for a in packed.values()) + header
-    assert m["quantization"] == "qat"  # a 4-bit layer: auto picks QAT
+    assert m.size_bytes == sum(int(a.nbytes) for a in packed.values()) + header
+    assert m.quantization == "qat"  # a 4-bit layer: auto picks QAT
     assert "stages.0.0.fc.weight.packed" in packed  # 4-bit layer stored packed
     assert packed["stages.0.0.fc.weight.packed"].size == 24 * 64 // 2  # 32 - 25% = 24 rows
 
@@ -92,10 +113,14 @@ def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
     np.testing.assert_allclose(onnx_out, ref, atol=1e-4, rtol=0)
 
     card = json.loads((bundle / "card.json").read_text())
-    assert card["schema_version"] == 1
+    assert card["schema_version"] == 2
     assert card["candidate"]["stages"][0]["wbits"] == 4
     assert card["candidate"]["schema_version"] == 2
-    assert card["metrics"]["size_bytes"] == m["size_bytes"]
+    assert card["metrics"]["size_bytes"] == m.size_bytes
+    assert card["accuracy"]["test_accuracy"] == m.test_accuracy
+    assert card["file_scores"]["onnx"]["test_accuracy"] == result.files["onnx"].test_accuracy
+    assert card["latency"]["x86/local"]["canary_id"] == st.canary_id
+    assert card["files"]["canary"] == {"x86/local": "tvm/x86_local.canary.so"}
     test_idx = card["data"]["test_indices"]
     splits = load_splits("digits", 0)
     assert splits.test.index is not None
@@ -104,16 +129,19 @@ def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
     assert card["files"]["tvm"] == {"x86/local": "tvm/x86_local.so"}
 
     # Same architecture, other compression: the trained parent comes from the cache.
-    other = evaluate_candidate(
-        _candidate(wbits=8, prune=0.5, rank=0.5, abits=8), _spec(tmp_path, "b", [])
+    other = evaluate(
+        EvalRequest.model_validate(
+            _request(_candidate(wbits=8, prune=0.5, rank=0.5, abits=8), tmp_path, "b", [])
+        )
     )
-    assert other["parent_cache_hit"] is True
-    assert other["metrics"]["parent_accuracy"] == m["parent_accuracy"]
-    assert other["metrics"]["latency_ms"] == {}
-    assert other["metrics"]["quantization"] == "ptq"
+    assert other.parent_cache_hit is True
+    assert other.metrics.parent_accuracy == m.parent_accuracy
+    assert other.metrics.latency_ms == {}
+    assert other.metrics.quantization == "ptq"
     assert len(list((tmp_path / "parents").glob("*.safetensors"))) == 1
     # 8-bit weights and activations are QuantizeLinear / DequantizeLinear pairs in the ONNX
-    b = Path(other["bundle_dir"])
+    assert other.bundle_dir is not None
+    b = Path(other.bundle_dir)
     ops = [node.op_type for node in onnx.load(str(b / "model.onnx")).graph.node]
     assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") >= 3  # 2 weights + 1 act
     so = ort.SessionOptions()  # the graph as written (see test_quantize for optimized kernels)

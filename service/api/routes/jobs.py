@@ -57,6 +57,7 @@ def trial_public(t: Trial) -> TrialPublic:
         summary=summary,
         metrics=t.metrics,
         latency=t.latency,
+        verified=t.verified,
         timings=t.timings,
         error=t.error,
         model_id=t.model_id,
@@ -197,19 +198,23 @@ def list_trials(
 
 @router.get("/{job_id}/pareto")
 def get_pareto(job_id: int, session: SessionDep, settings: SettingsDep) -> ParetoPublic:
-    """Non-dominated COMPLETE trials (accuracy: validation objective; test accuracy beside it)."""
-    import optuna
-
+    """Feasible non-dominated trained trials; latency verified from the shipped library after
+    the job where it was (accuracy: validation objective; test accuracy beside it)."""
+    from service.scheduler.front import JobScoring, front
     from service.scheduler.study import load_study
 
-    _job_or_404(session, job_id)
+    job = _job_or_404(session, job_id)
     try:
         study = load_study(settings.database_url, job_id)
     except KeyError:
         return ParetoPublic(job_id=job_id, metric_names=[], data=[])
-    names = study.metric_names or []
-    best = [t for t in study.best_trials if t.state == optuna.trial.TrialState.COMPLETE]
-    return ParetoPublic(job_id=job_id, metric_names=names, data=pareto_points(best, names))
+    scoring = JobScoring.from_spec(job.spec)
+    return ParetoPublic(
+        job_id=job_id,
+        metric_names=scoring.metric_names,
+        data=pareto_points(front(study, scoring), scoring.metric_names),
+        verification=study.user_attrs.get("verification"),
+    )
 
 
 @router.get("/{job_id}/best")
