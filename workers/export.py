@@ -23,8 +23,13 @@ def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> N
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """ONNX (opset 17) with a dynamic batch dimension; input ``input``, output ``logits``.
 
-    8-bit weights and activations appear as QuantizeLinear / DequantizeLinear pairs (QDQ), so
-    runtimes that fuse QDQ run them as int8; other bit-widths are stored as their float values.
+    Layers that deploy as int8 (an 8-bit activation quantizer, weights <= 8 bits) appear as
+    QuantizeLinear / DequantizeLinear pairs (QDQ) on exactly their baked weights, so runtimes
+    that fuse QDQ run them as int8 (ONNX Runtime: U8U8 QLinearConv, biases already on their
+    int32 grid, see :func:`~workers.compress.quantize.snap_bias`); other 8-bit weights are QDQ
+    too. An 8-bit activation quantizer in front of float (16 / 32-bit) weights is written as
+    float ops, and other bit-widths as their float values; see
+    :func:`~workers.compress.quantize.qdq_weights`.
     """
     from workers.compress.quantize import qdq_weights
 

@@ -28,6 +28,7 @@ from workers.compress.quantize import (
     qdq_weights,
     quantize_int,
     quantize_weights,
+    snap_bias,
     without_act_quant,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "qdq_weights",
     "quantize_int",
     "quantize_weights",
+    "snap_bias",
     "rank_for",
     "serialize",
     "tucker2_conv",

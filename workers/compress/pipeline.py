@@ -19,6 +19,7 @@ from workers.compress.quantize import (
     bake,
     calibrate,
     quantize_weights,
+    snap_bias,
 )
 from workers.data import Split
 from workers.models import Net, spec_of, weight_layers
@@ -59,7 +60,8 @@ def quantize_child(
     child: Net, train: Split, recipe: Recipe, teacher: Net | None
 ) -> tuple[Net, dict[str, Any]]:
     """Fold BN, calibrate activation quantizers, then PTQ (every weight >= 8 bits, or
-    ``quant="ptq"``) or QAT (fake-quant fine-tune with KD from ``teacher``), in place."""
+    ``quant="ptq"``) or QAT (fake-quant fine-tune with KD from ``teacher``), and snap the
+    int8 layers' biases to their int32 grid, in place."""
     ft, finetune = _finetuner(train, recipe, teacher if recipe.kd else None)
     fold_batchnorm(child)
     info: dict[str, Any] = {
@@ -75,6 +77,7 @@ def quantize_child(
         bake(child)
     else:
         quantize_weights(child, recipe.weight_observer)
+    snap_bias(child)  # int8 layers' biases on their int32 grid: ONNX Runtime adds the same
     info["quantization"] = "qat" if qat else "ptq"
     return child.eval(), info
 

@@ -11,7 +11,7 @@ quantization error on the calibration sample).
   estimator), fine-tune, :func:`bake`.
 
 8-bit tensors use ``torch.fake_quantize_*`` ops, which export to ONNX as QuantizeLinear /
-DequantizeLinear (QDQ) pairs; see :func:`qdq_weights`.
+DequantizeLinear (QDQ) pairs; see :func:`qdq_weights` for where the export keeps them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -99,17 +100,20 @@ class WeightFakeQuant(nn.Module):
 
 
 class QDQWeight(nn.Module):
-    """Parametrization for export: an 8-bit weight through fake_quantize_per_channel_affine,
-    which ONNX export turns into QuantizeLinear / DequantizeLinear with axis 0.
+    """Parametrization for export: a (baked) ``bits``-bit weight, ``bits`` <= 8, through
+    fake_quantize_per_channel_affine, which ONNX export turns into QuantizeLinear /
+    DequantizeLinear with axis 0. The scale is the layer's own (``quantize_int`` at ``bits``),
+    so DequantizeLinear gives back exactly the baked weights.
 
-    The symmetric levels [-127, 127] are stored as uint8 with zero point 128 (same values):
+    The symmetric levels [-qmax, qmax] are stored as uint8 with zero point 128 (same values):
     with uint8 activations that lets ONNX Runtime use U8U8 kernels, which do not saturate on
-    x86 CPUs without VNNI the way its U8S8 (VPMADDUBSW) kernels do.
+    x86 CPUs without VNNI the way its U8S8 (VPMADDUBSW) kernels do. (The exporter only takes
+    the (0, 255) range; it clamps nothing here.)
     """
 
-    def __init__(self, w: torch.Tensor) -> None:
+    def __init__(self, w: torch.Tensor, bits: int = 8) -> None:
         super().__init__()
-        _, scale = quantize_int(w, 8)
+        _, scale = quantize_int(w, bits)
         self.register_buffer("scale", scale.to(torch.float32))
         self.register_buffer("zero", torch.full_like(scale, 128, dtype=torch.int32))
 
@@ -118,6 +122,28 @@ class QDQWeight(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return torch.fake_quantize_per_channel_affine(w, self.scale, self.zero, 0, 0, 255)
+
+
+class FloatActQuant(nn.Module):
+    """An 8-bit :class:`ActQuant` for ONNX export as plain float ops (Mul, Round, Add, Clip,
+    Sub, Mul) rather than a QuantizeLinear / DequantizeLinear pair: bit-exact with
+    ``torch.fake_quantize_per_tensor_affine`` (it multiplies by the float32 reciprocal too).
+
+    Used in front of layers with float (16 / 32-bit) weights: after a DequantizeLinear, ONNX
+    Runtime's WeightBiasQuantization re-quantizes such weights to per-tensor int8 (and the bias
+    to int32) and runs them as U8S8 QLinearConv, which is neither what PyTorch computes nor
+    what the layer deploys as.
+    """
+
+    def __init__(self, act: ActQuant) -> None:
+        super().__init__()
+        self.scale = float(np.float32(act.scale))
+        self.inv = float(np.float32(1.0) / np.float32(act.scale))
+        self.zero_point, self.levels = float(act.zero_point), float(act.levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = torch.clamp(torch.round(x * self.inv) + self.zero_point, 0.0, self.levels)
+        return (q - self.zero_point) * self.scale
 
 
 class ActQuant(nn.Module):
@@ -255,11 +281,58 @@ def bake(net: Net) -> Net:
     return net
 
 
+def _int8_inputs(net: nn.Module) -> list[QuantInput]:
+    """The conv / linear layers ONNX Runtime runs as int8: an 8-bit input quantizer and
+    weights <= 8 bits."""
+    out = []
+    for m in net.modules():
+        if isinstance(m, QuantInput) and m.act.ready and m.act.bits == 8:
+            if spec_of(m.layer).wbits <= 8:
+                out.append(m)
+    return out
+
+
 def qdq_weights(net: Net) -> Net:
-    """For ONNX export: route every (baked) 8-bit weight through a QDQ pair, in place."""
+    """For ONNX export, in place: QDQ exactly where ONNX Runtime's int8 path computes what
+    PyTorch does.
+
+    - a layer behind an 8-bit ActQuant with weights <= 8 bits (2 / 4 / 8): its weight through
+      a QDQ pair at its own bit-width (:class:`QDQWeight`), so ORT fuses it to a U8U8
+      QLinearConv on exactly the baked weights (snap its bias with :func:`snap_bias` first);
+    - a layer behind an 8-bit ActQuant with float (16 / 32-bit) weights: the quantizer becomes
+      :class:`FloatActQuant`, so ORT does not re-quantize those weights to per-tensor int8;
+    - every other weight (8-bit ones behind a float or 16-bit input included) as its float
+      values: a DequantizeLinear in front of a MatMul is fused by ORT into MatMulNBits, which
+      quantizes the float input to int8 on the fly (2e-3 of the logit range off, measured).
+    """
+    qdq = {id(m.layer) for m in _int8_inputs(net)}
+    for name, m in list(net.named_modules()):
+        if isinstance(m, QuantInput) and m.act.ready and m.act.bits == 8:
+            if id(m.layer) not in qdq:
+                set_module(net, f"{name}.act", FloatActQuant(m.act))
     for _, layer in weight_layers(net):
-        if spec_of(layer).wbits == 8 and not parametrize.is_parametrized(layer, "weight"):
-            parametrize.register_parametrization(layer, "weight", QDQWeight(layer.weight.detach()))
+        bits = spec_of(layer).wbits
+        if id(layer) in qdq and not parametrize.is_parametrized(layer, "weight"):
+            parametrize.register_parametrization(
+                layer, "weight", QDQWeight(layer.weight.detach(), bits)
+            )
+    return net
+
+
+@torch.no_grad()
+def snap_bias(net: Net) -> Net:
+    """Put the bias of every layer ONNX Runtime runs as int8 on its int32 grid
+    (``float32(x_scale) * w_scale[c]``), in place, so ORT's WeightBiasQuantization (which
+    rounds a float bias to that grid) changes nothing. Moves each bias by at most half a step
+    (~1e-4 here); PyTorch, TorchScript, TVM and ONNX then all add the same bias."""
+    for m in _int8_inputs(net):
+        layer = m.layer
+        assert isinstance(layer, nn.Conv2d | nn.Linear)
+        if layer.bias is None:
+            continue
+        _, w_scale = quantize_int(layer.weight.detach(), spec_of(layer).wbits)
+        step = torch.tensor(np.float32(m.act.scale)) * w_scale.float()
+        layer.bias.copy_(torch.round(layer.bias / step) * step)
     return net
 
 

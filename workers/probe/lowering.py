@@ -10,7 +10,14 @@ Per conv / linear (its ``hw`` bits and the activation quantizer in front of it):
   weight scale, plus bias) in the compiled graph.
 - ``fp16``: weights and activations <= 16 bits on a profile that supports fp16 (CUDA): the
   layer computes in float16 between casts.
-- ``fp32``: everything else (activation quantizers dropped: float compute).
+- ``fp32``: everything else.
+
+A float (fp16 / fp32) layer keeps its activation quantizer (``hwnas::act_quant``, the same
+float arithmetic as :class:`~workers.compress.quantize.ActQuant`): a ``w16a8`` layer on a CPU
+without fp16 computes in float32 on 8-bit-quantized inputs, as the model does. Dropping it
+(as before) made mixed 16-/8-bit candidates disagree with PyTorch (argmax agreement down to
+0.949). Quantizing to int8 multiplies by the float32 reciprocal of the scale, as
+``torch.fake_quantize_per_tensor_affine`` does, so ties round the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import copy
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,9 +36,53 @@ from workers.compress.quantize import ActQuant, QuantInput, quantize_int
 from workers.models import set_module, spec_of
 
 
+def _inv(scale: float) -> float:
+    """float32(1 / float32(scale)): the reciprocal fake_quantize_per_tensor_affine multiplies by."""
+    return float(np.float32(1.0) / np.float32(scale))
+
+
 def _int8_fake_quant(x: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
     """What the int8 kernels see of ``x``: quantized to int8 levels and back."""
-    return (torch.clamp(torch.round(x / scale) + zp, -128, 127) - zp) * scale
+    return (torch.clamp(torch.round(x * _inv(scale)) + zp, -128, 127) - zp) * scale
+
+
+@torch.library.custom_op("hwnas::act_quant", mutates_args=())
+def act_quant(x: torch.Tensor, scale: float, zp: int, levels: int, ste: bool) -> torch.Tensor:
+    """:meth:`ActQuant.forward` in eval mode, for a quantizer kept before a float layer."""
+    if not ste:  # 8 bits: torch.fake_quantize_per_tensor_affine's arithmetic, bit for bit
+        return (torch.clamp(torch.round(x * _inv(scale)) + zp, 0, levels) - zp) * scale
+    q = torch.clamp(torch.round(x / scale) + zp, 0, levels)
+    return x + ((q - zp) * scale - x)  # the straight-through formula's float arithmetic
+
+
+@act_quant.register_fake
+def _(x, scale, zp, levels, ste):  # type: ignore[no-untyped-def]
+    return torch.empty_like(x)
+
+
+class _ActQuant(nn.Module):
+    """A calibrated activation quantizer as the ``hwnas::act_quant`` op."""
+
+    def __init__(self, act: ActQuant) -> None:
+        super().__init__()
+        self.scale, self.zp = float(act.scale), int(act.zero_point)
+        self.levels, self.ste = int(act.levels), act.bits != 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = act_quant(x, self.scale, self.zp, self.levels, self.ste)
+        return out
+
+
+class _Quantized(nn.Module):
+    """A float (fp32 / fp16) layer behind its activation quantizer."""
+
+    def __init__(self, act: ActQuant, layer: nn.Module) -> None:
+        super().__init__()
+        self.act, self.layer = _ActQuant(act), layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.layer(self.act(x))
+        return out
 
 
 @torch.library.custom_op("hwnas::qconv2d", mutates_args=())
@@ -150,6 +202,8 @@ def deployable(net: nn.Module, profile: Profile) -> tuple[nn.Module, dict[str, i
             new = _Int8Layer(layer, act)
         elif precision == "fp16":
             new = _Half(layer)
+        if act is not None and act.ready and precision != "int8":
+            new = _Quantized(act, new)  # the float layer sees the quantized inputs, as in net
         if new is not m:
             set_module(out, name, new)
     return out, dict(counts)
@@ -186,9 +240,9 @@ def _quantize(bb: Any, x: Any, scale: float, zp: int) -> Any:
     so the compiled kernels (and their tuning records) do not depend on calibration values."""
     from tvm import relax
 
-    s = _scalar_tensor(scale)
+    s_inv = _scalar_tensor(_inv(scale))
     z = _scalar_tensor(float(zp))
-    q = bb.emit(relax.op.round(bb.emit(relax.op.divide(x, s))))
+    q = bb.emit(relax.op.round(bb.emit(relax.op.multiply(x, s_inv))))
     q = bb.emit(relax.op.clip(bb.emit(relax.op.add(q, z)), -128, 127))
     return bb.emit(relax.op.astype(q, "int8"))
 
@@ -226,7 +280,28 @@ def _requantize(
     return e(relax.op.add(y, e(relax.op.reshape(bias, shape))))
 
 
-CUSTOM_CONVERTERS = {"qconv2d.default": _relax_qconv2d, "qlinear.default": _relax_qlinear}
+def _relax_act_quant(node: Any, importer: Any) -> Any:
+    """``hwnas::act_quant`` as the same float ops (scale and zero point tensor constants)."""
+    from tvm import relax
+
+    x = importer.env[node.args[0]]
+    scale, zp, levels, ste = node.args[1:5]
+    e = importer.block_builder.emit
+    s, z = _scalar_tensor(scale), _scalar_tensor(float(zp))
+    if ste:
+        q = e(relax.op.round(e(relax.op.divide(x, s))))
+    else:
+        q = e(relax.op.round(e(relax.op.multiply(x, _scalar_tensor(_inv(scale))))))
+    q = e(relax.op.clip(e(relax.op.add(q, z)), 0, levels))
+    out = e(relax.op.multiply(e(relax.op.subtract(q, z)), s))
+    return e(relax.op.add(x, e(relax.op.subtract(out, x)))) if ste else out
+
+
+CUSTOM_CONVERTERS = {
+    "qconv2d.default": _relax_qconv2d,
+    "qlinear.default": _relax_qlinear,
+    "act_quant.default": _relax_act_quant,
+}
 
 
 def to_relax(model: nn.Module, example: torch.Tensor) -> Any:

@@ -13,7 +13,7 @@ import torch
 
 from search_spaces import Candidate
 from workers.compress import factorize_model, fold_batchnorm, prune_model
-from workers.compress.quantize import attach_act_quant, calibrate, quantize_weights
+from workers.compress.quantize import attach_act_quant, calibrate, quantize_weights, snap_bias
 from workers.models import Net, build_model, example_input
 
 
@@ -31,4 +31,5 @@ def structural_model(cand: Candidate, seed: int = 0, conv_method: str = "tucker2
         shape = example_input(cand).shape[1:]
         calibrate(net, [torch.randn(32, *shape, generator=g)])
     quantize_weights(net)
+    snap_bias(net)
     return net.eval()
