@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression \
-	bench-probes bench-search tune-profile
+	bench-probes bench-search bench-fidelity tune-profile
 
 $(STAMP): pyproject.toml
 	bash scripts/setup-system.sh
@@ -45,6 +45,9 @@ bench-probes: setup  ## tuned TVM probe vs ONNX Runtime / PyTorch on 20 cnn_join
 
 bench-search: setup  ## joint NSGA-II vs random vs sequential search, hypervolume per trial (~50 min)
 	$(PY) bench/search.py --out bench/results
+
+bench-fidelity: setup  ## demo + Fashion-MNIST jobs, every Pareto bundle re-measured without hwnas (~60 min)
+	$(PY) bench/fidelity.py --out bench/results
 
 PROFILE ?= x86/local
 SPACE ?= cnn_joint

@@ -102,8 +102,8 @@ def main() -> int:
     base_probe = probe(base, example, profile)
     baseline = {
         "accuracy": accuracy(base, test),
-        "latency_ms": base_probe["median_ms"],
-        "latency_cv": base_probe["cv"],
+        "latency_ms": base_probe.median_ms,
+        "latency_cv": base_probe.cv,
         "size_bytes": packed_size(base),
     }
     print(f"baseline {baseline}", flush=True)
@@ -137,8 +137,8 @@ def main() -> int:
                         "abits": 32 if wbits == 32 else 8,
                         "kd": kd,
                         "accuracy": accuracy(q, test),
-                        "latency_ms": probes[key]["median_ms"],
-                        "latency_cv": probes[key]["cv"],
+                        "latency_ms": probes[key].median_ms,
+                        "latency_cv": probes[key].cv,
                         "size_bytes": packed_size(q),
                         "quantization": info["quantization"] if wbits < 32 else "none",
                     }

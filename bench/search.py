@@ -82,6 +82,8 @@ class Bench:
             tuning_dir=self.root / name / "tuning",
             probe_cache_dir=self.root / name / "probe-cache",
             poll_interval_s=0.5,
+            verify=False,  # strategies are compared on search-time numbers (bench-fidelity
+            # measures what verification changes)
         )
 
     def job(self, name: str, spec: dict[str, Any], store: str | None = None) -> dict[str, Any]:

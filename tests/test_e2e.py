@@ -8,6 +8,7 @@ Optuna dashboard's view of the same database. Stops every process it starts.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -142,17 +144,23 @@ def test_study_has_named_objectives_and_complete_metrics(
 def test_pareto_endpoint_returns_exactly_the_non_dominated_trials(
     server: tuple[str, str], finished_job: dict[str, object]
 ) -> None:
+    """The front after the job: verified latencies (the shipped library re-timed) replace the
+    search-time ones wherever the job verified them, then the non-dominated set."""
     base, db_url = server
     job_id = finished_job["id"]
-    front = httpx.get(f"{base}/v1/jobs/{job_id}/pareto", timeout=30).json()["data"]
+    pareto = httpx.get(f"{base}/v1/jobs/{job_id}/pareto", timeout=30).json()
+    front = pareto["data"]
     assert front
+    assert pareto["verification"]["status"] == "done", pareto["verification"]
     trials = httpx.get(f"{base}/v1/jobs/{job_id}/trials", timeout=30).json()["data"]
+
+    def latency(t: dict[str, Any]) -> float:
+        if t["verified"]:
+            return float(t["verified"]["latency"]["x86/local"]["median_ms"])
+        return float(t["metrics"]["latency_ms"]["x86/local"])
+
     points = {
-        t["number"]: (
-            t["metrics"]["accuracy"],
-            t["metrics"]["latency_ms"]["x86/local"],
-            t["metrics"]["size_bytes"],
-        )
+        t["number"]: (t["metrics"]["accuracy"], latency(t), t["metrics"]["size_bytes"])
         for t in trials
         if t["state"] == "complete" and not t["metrics"]["latency_partial"]  # partial: not final
     }
@@ -166,6 +174,11 @@ def test_pareto_endpoint_returns_exactly_the_non_dominated_trials(
     for p in front:
         assert (p["accuracy"], p["latency_ms"]["x86/local"], p["size_bytes"]) == points[p["trial"]]
         assert p["latency_tuning"] == {"x86/local": "metaschedule"}
+        assert p["latency_source"] == {"x86/local": "verified"}
+        v = p["verified"]["x86/local"]
+        assert v["windows"] >= 2 and v["quiet"] == "lease" and v["speedup_vs_dense"] > 0
+        assert p["no_speedup"]["x86/local"] == (v["speedup_vs_dense"] < 1.05)
+        assert all(f["agrees_with_card"] is not False for f in p["file_scores"].values())
 
 
 def test_model_bundle_downloads_and_onnx_matches_pytorch(
@@ -182,8 +195,11 @@ def test_model_bundle_downloads_and_onnx_matches_pytorch(
         "card.json",
         "weights.packed.safetensors",
         "tvm/x86_local.so",
+        "tvm/x86_local.canary.so",
     ):
         assert (tmp_path / name).is_file(), name
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["verified"]["latency"]["x86/local"]["median_ms"] == best["latency_ms"]["x86/local"]
     shape = best["candidate"]["input_shape"]
     x = np.random.default_rng(0).random((4, *shape), dtype=np.float32)
     sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])

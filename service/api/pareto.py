@@ -17,7 +17,7 @@ def pareto_points(points: list[FrontPoint], metric_names: list[str]) -> list[Par
         profiles = [p for p in (latency_profile(n) for n in metric_names) if p] or list(
             m.latency_ms
         )
-        search = {p: float(v) for p, v in dict(t.user_attrs["metrics"]["latency_ms"]).items()}
+        search = fp.search_latency_ms
         ver = {p: v for p, v in fp.verified.items() if v.median_ms is not None}
         cand: dict[str, Any] = t.user_attrs.get("candidate", {})
         out.append(

@@ -68,6 +68,7 @@ class FrontPoint:
     metrics: Metrics  # latency_ms is the verified one where verified
     values: list[float]
     verified: dict[str, Verified]
+    search_latency_ms: dict[str, float]
 
 
 def verified_of(study: optuna.Study) -> dict[int, dict[str, Verified]]:
@@ -85,7 +86,12 @@ def front(study: optuna.Study, scoring: JobScoring) -> list[FrontPoint]:
     verified = verified_of(study)
     candidates: list[FrontPoint] = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("prefiltered") or "metrics" not in t.user_attrs:
+        if t.user_attrs.get("prefiltered"):
+            continue
+        if "metrics" not in t.user_attrs:  # a trial told before metrics were kept: as told
+            if t.user_attrs.get("feasible", True):
+                m = _told(t, scoring)
+                candidates.append(FrontPoint(t, m, list(t.values), {}, dict(m.latency_ms)))
             continue
         m = Metrics.model_validate(t.user_attrs["metrics"])
         ver = verified.get(t.number, {})
@@ -93,9 +99,23 @@ def front(study: optuna.Study, scoring: JobScoring) -> list[FrontPoint]:
         for p, v in ver.items():
             if v.median_ms is not None:
                 lat[p] = v.median_ms
+        search = dict(m.latency_ms)
         m = m.model_copy(update={"latency_ms": lat})
         if not feasible(scoring.constraint_values(m)):
             continue
-        candidates.append(FrontPoint(t, m, scoring.values(m), ver))
+        candidates.append(FrontPoint(t, m, scoring.values(m), ver, search))
     keep = nondominated([c.values for c in candidates], scoring.directions)
     return [candidates[i] for i in keep]
+
+
+def _told(t: FrozenTrial, scoring: JobScoring) -> Metrics:
+    """The metrics of an older trial, from the values Optuna was told."""
+    values = dict(zip(scoring.metric_names, t.values, strict=True))
+    return Metrics(
+        accuracy=values.get("accuracy"),
+        test_accuracy=t.user_attrs.get("test_accuracy"),
+        size_bytes=int(values.get("size_bytes", 0)),
+        macs=int(values.get("macs", 0)),
+        bitops=int(values.get("bitops", 0)),
+        latency_ms={p: v for n, v in values.items() if (p := latency_profile(n)) is not None},
+    )

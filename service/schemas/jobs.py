@@ -334,6 +334,11 @@ class JobReport(BaseModel):
     cache: dict[str, Any]
     prefilter: dict[str, Any]
     nodes: dict[str, int]
+    verification: dict[str, Any] | None = Field(
+        default=None,
+        description="the front's verification after the job (rounds, points, seconds): extra "
+        "work beside the trials' cost",
+    )
 
 
 class JobsPublic(BaseModel):

@@ -432,3 +432,25 @@ def test_probe_tunes_and_measures_through_the_tracker(env: Env, tmp_path: Path) 
     assert stats.argmax_agreement == 1.0 and stats.median_ms > 0
     # the canary is timed on the board too, in the same rounds
     assert stats.quiet == "remote" and stats.canary_ms is not None and stats.normalized is not None
+
+
+@pytest.mark.slow
+def test_verification_times_model_dense_and_canary_on_the_board(env: Env) -> None:
+    """The verification's protocol over RPC (as ``workers.probe.retime`` runs it for a board):
+    several libraries uploaded to one session, timed in interleaved windows with the canary."""
+    from workers.probe.canary import get_canary
+    from workers.probe.targets import resolve_target
+
+    profile = _profile(tracker=f"127.0.0.1:{env.tracker}", key=KEY, threads=1)
+    canary = get_canary(profile, resolve_target(profile))  # built (tuned) by the test above
+    x = _inputs(1)
+    r = rpc.measure_remote(
+        env.lib, x[0], [], profile, canary=canary.path, others=[(env.lib, x[0])], windows=2
+    )
+    assert len(r["windows"]) == 2 and all(len(w) == 3 for w in r["windows"])
+    for model, same, canary_w in r["windows"]:
+        assert model.quiet == "remote" and model.canary is not None
+        assert model.normalized is not None and same.normalized is not None
+        assert canary_w.normalized is None  # the canary is the reference
+        # the same library twice in one window: the same normalized latency, within noise
+        assert model.normalized == pytest.approx(same.normalized, rel=0.3)

@@ -175,12 +175,22 @@ def extend_job(job_id: int, body: Extend, session: SessionDep) -> JobPublic:
 
 
 @router.get("/{job_id}/report")
-def get_report(job_id: int, session: SessionDep) -> JobReport:
+def get_report(job_id: int, session: SessionDep, settings: SettingsDep) -> JobReport:
     """What the job cost and saved: CPU and device seconds per stage, cache hit rates,
-    pre-filter rejections and the training time they saved, trials per node."""
+    pre-filter rejections and the training time they saved, trials per node, and the front's
+    verification after the job."""
+    from service.scheduler.study import load_study
+
     _job_or_404(session, job_id)
     rows, _ = crud.list_trials(session=session, job_id=job_id, skip=0, limit=1_000_000)
-    return job_report(job_id, rows)
+    report = job_report(job_id, rows)
+    try:
+        report.verification = load_study(settings.database_url, job_id).user_attrs.get(
+            "verification"
+        )
+    except KeyError:  # no study yet (queued)
+        pass
+    return report
 
 
 @router.get("/{job_id}/trials")
