@@ -218,7 +218,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "hwnas-data" / "bench-fidelity")
     ap.add_argument("--fashion-trials", type=int, default=20)
     ap.add_argument("--demo-trials", type=int, default=None, help="default: the demo's own")
-    ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--windows", type=int, default=5, help="re-timing windows per bundle")
     ap.add_argument("--retime-only", action="store_true", help="re-measure the last run's bundles")
     a = ap.parse_args()
     if not a.retime_only:
@@ -284,6 +284,39 @@ def _row(p: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Below this verified latency (ms) a model runs in microseconds and timer noise dominates.
+SMALL_MS = 0.05
+
+
+def shortfalls(
+    f1: float,
+    rho: float | None,
+    rho_search: float | None,
+    n_failures: int,
+    small: list[dict[str, Any]],
+    f1_of: Any,
+) -> list[dict[str, Any]]:
+    """Each goal this run missed, with the measured value and what the data says about why."""
+    out: list[dict[str, Any]] = []
+    if f1 < 0.95:
+        out.append(
+            {
+                "goal": "verified_within_10pct",
+                "value": f1,
+                "target": 0.95,
+                "why": f"{len(small)} points run under {SMALL_MS} ms; within 10% among them: "
+                f"{f1_of(small)}",
+            }
+        )
+    if rho is None or rho < 0.95:
+        out.append({"goal": "spearman_verified_vs_retimed", "value": rho, "target": 0.95})
+    if rho_search is None or rho_search < 0.9:
+        out.append({"goal": "spearman_search_vs_verified", "value": rho_search, "target": 0.9})
+    if n_failures:
+        out.append({"goal": "numerics_failures", "value": n_failures, "target": 0})
+    return out
+
+
 def summarize(
     rows: list[dict[str, Any]],
     quiet: dict[str, Any],
@@ -301,6 +334,13 @@ def summarize(
         for c in ([w["canary_ms"] for w in r["retime_windows"]] for r in rows)
         if len(c) > 1
     ]
+    small = [r for r in rows if r["verified_ms"] < SMALL_MS]
+    large = [r for r in rows if r["verified_ms"] >= SMALL_MS]
+
+    def f1_of(sel: list[dict[str, Any]]) -> float | None:
+        ok = [within(r["verified_normalized"], r["retimed_normalized"]) for r in sel]
+        return float(np.mean(ok)) if ok else None
+
     off = [
         r
         for r in rows
@@ -309,6 +349,14 @@ def summarize(
     ]
     return {
         "verified_within_10pct": f1,
+        "verified_within_10pct_small": f1_of(small),
+        "verified_within_10pct_large": f1_of(large),
+        "small_ms": SMALL_MS,
+        "points_small": len(small),
+        "points_large": len(large),
+        "shortfalls": shortfalls(
+            f1, spearman(vn, rn), spearman(sn, vn), len(failures), small, f1_of
+        ),
         "spearman_verified_vs_retimed": spearman(
             [r["verified_ms"] for r in rows], [r["retimed_ms"] for r in rows]
         ),
