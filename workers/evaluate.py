@@ -23,11 +23,12 @@ from workers.bundle_check import accuracy_ci95, score_files
 from workers.compress import write_packed
 from workers.compress.pack import packed_size
 from workers.compress.pipeline import compress
+from workers.compress.rounding import CHANNEL_MULTIPLE
 from workers.cost import compute_cost
 from workers.data import Split, Splits, load_splits
 from workers.dense import dense_candidate
 from workers.export import export_onnx, export_torchscript, write_card
-from workers.models import build_model, count_params, example_input
+from workers.models import build_model, count_params, example_input, spec_of, weight_layers
 from workers.parents import trained_parent
 from workers.prefilter import prefilter
 from workers.probe import ProbeOptions
@@ -215,8 +216,32 @@ def _export(
     tvm_files = {name: tvm_file(name) for name in req.profiles}
     assert metrics.test_accuracy is not None
     files = score_files(bundle, data.test, cand.input_shape, tvm_files, metrics.test_accuracy)
-    write_card(bundle / "card.json", card(cand, req, data.test, data, metrics, latency, files))
+    body = card(cand, req, data.test, data, metrics, latency, files)
+    body["structure"] = structure_of(child)
+    write_card(bundle / "card.json", body)
     return files
+
+
+def structure_of(net: torch.nn.Module) -> dict[str, Any]:
+    """The compressed layers as shipped: kind, channels (pruned / factorized widths, rounded to
+    multiples of the channel multiple) and bits, so a reader sees what the passes made."""
+    layers = []
+    for name, m in weight_layers(net):
+        spec = spec_of(m)
+        row: dict[str, Any] = {"name": name, "wbits": spec.wbits, "abits": spec.abits}
+        if isinstance(m, torch.nn.Conv2d):
+            row |= {"kind": "conv", "in": m.in_channels, "out": m.out_channels}
+            row |= {"kernel": list(m.kernel_size), "groups": m.groups}
+        else:
+            row |= {"kind": "linear", "in": m.in_features, "out": m.out_features}
+        layers.append(row)
+    return {
+        "channel_multiple": CHANNEL_MULTIPLE,
+        "rounding": "pruned widths and factorization ranks rounded to the nearest multiple "
+        "(ties down, energy ranks up), never above the layer's width; layers no wider than "
+        "the multiple are not rounded",
+        "layers": layers,
+    }
 
 
 def card(

@@ -159,19 +159,20 @@ def test_factorize_model_with_energy_uses_the_spectrum() -> None:
     cand = Candidate(
         space="test",
         family="mlp",
-        input_shape=(16,),
+        input_shape=(64,),
         num_classes=10,
-        stages=(Stage(width=16, rank=0.5), Stage(width=16)),
+        stages=(Stage(width=64, rank=0.5), Stage(width=16)),
     )
     net = net_of(cand)
     with torch.no_grad():
-        net.stages[0][0].fc.weight.copy_(_known_spectrum(SPECTRUM))
+        net.stages[0][0].fc.weight.copy_(_known_spectrum(SPECTRUM, n=64))
     x = inputs(cand)
     with torch.no_grad():
         ref = net(x)
     factorize_model(net, energy=0.95)
     first, second = net.stages[0][0].fc
-    assert first.out_features == second.in_features == 3  # not rank 0.5 * 16 = 8
+    # the energy rank is 3 (not 0.5 * 64 = 32), rounded up to the channel multiple
+    assert first.out_features == second.in_features == 8
     assert isinstance(net.stages[1][0].fc, nn.Linear)  # rank 1.0: energy does not apply
     with torch.no_grad():  # dropping 1.47 % of the energy moves the logits only a little
         assert float((net(x) - ref).norm()) < 0.2 * float(ref.norm())

@@ -7,7 +7,8 @@
   unfolding. Both are exact at full rank.
 
 The rank is a fraction of full rank (``hw.rank`` of each layer), or chosen automatically as the
-smallest rank keeping ``energy`` of the squared singular values. A layer is only split when
+smallest rank keeping ``energy`` of the squared singular values; either is rounded to a
+multiple of 8 (``workers.compress.rounding``; energy ranks round up). A layer is only split when
 that saves parameters. Depthwise convs are never factorized.
 """
 
@@ -18,6 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from workers.compress.rounding import round_channels
 from workers.models import Net, conv_like, get_module, set_module, spec_of
 
 ConvMethod = Literal["tucker2", "svd"]
@@ -29,7 +31,9 @@ def full_rank(layer: nn.Conv2d | nn.Linear) -> int:
 
 
 def rank_for(layer: nn.Conv2d | nn.Linear, fraction: float) -> int:
-    return max(1, round(fraction * full_rank(layer)))
+    """``fraction`` of the layer's full rank, rounded to a multiple of the channel multiple."""
+    full = full_rank(layer)
+    return round_channels(max(1, round(fraction * full)), full)
 
 
 def energy_rank(singular: torch.Tensor, energy: float) -> int:
@@ -113,7 +117,7 @@ def _choose(layer: nn.Conv2d | nn.Linear, fraction: float, energy: float | None)
     if energy is None:
         return rank_for(layer, fraction)
     s = torch.linalg.svdvals(layer.weight.detach().reshape(layer.weight.shape[0], -1))
-    return energy_rank(s, energy)
+    return round_channels(energy_rank(s, energy), full_rank(layer), up=True)
 
 
 def factorize_model(
@@ -136,13 +140,16 @@ def factorize_model(
             assert isinstance(layer, nn.Conv2d)
             k2 = fan_in // layer.in_channels
             if energy is None:
-                r_in, r_out = max(1, round(frac * layer.in_channels)), max(1, round(frac * out))
+                r_in = round_channels(max(1, round(frac * layer.in_channels)), layer.in_channels)
+                r_out = round_channels(max(1, round(frac * out)), out)
             else:
                 r_out = energy_rank(torch.linalg.svdvals(w.detach().reshape(out, -1)), energy)
                 r_in = energy_rank(
                     torch.linalg.svdvals(w.detach().transpose(0, 1).reshape(layer.in_channels, -1)),
                     energy,
                 )
+                r_out = round_channels(r_out, out, up=True)
+                r_in = round_channels(r_in, layer.in_channels, up=True)
             if layer.in_channels * r_in + r_in * r_out * k2 + r_out * out < out * fan_in:
                 set_module(net, name, tucker2_conv(layer, r_in, r_out))
             continue

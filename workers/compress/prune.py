@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workers.compress.rounding import round_channels
 from workers.models import ChannelGroup, Net, conv_like, get_module, set_module
 
 Criterion = Literal["l1", "bn_gamma", "taylor"]
@@ -25,8 +26,11 @@ CRITERIA: tuple[Criterion, ...] = ("l1", "bn_gamma", "taylor")
 
 
 def keep_count(width: int, ratio: float) -> int:
-    """Channels kept when pruning ``ratio`` of ``width`` (never below one)."""
-    return max(1, width - round(ratio * width))
+    """Channels kept when pruning ``ratio`` of ``width``: never below one, on a multiple of
+    :data:`~workers.compress.rounding.CHANNEL_MULTIPLE` (ratio 0 keeps every channel)."""
+    if ratio <= 0:
+        return width
+    return round_channels(max(1, width - round(ratio * width)), width)
 
 
 def group_width(net: Net, group: ChannelGroup) -> int:
