@@ -24,8 +24,10 @@ COMMON = [
     Dimension(
         name="abits",
         allowed=(8, 16, 32),
-        default=(32,),
-        description="activation bits at each layer's input (32 = float)",
+        default=(8, 32),
+        description="activation bits at the input of each layer with integer (<= 8-bit) "
+        "weights (8 with <= 8-bit weights runs as int8 x int8 -> int32 kernels); layers with "
+        "float weights (16 / 32) keep float activations",
     ),
     Dimension(
         name="prune",
@@ -56,13 +58,15 @@ def _sample_family(space: SearchSpace, trial: TrialLike, family: str, prefix: st
         stride = 1
         if family == "cnn" and i < 2 and size >= 4:  # pool after the first two layers
             stride, size = 2, size // 2
+        width = int(trial.suggest_categorical(p + "width", c["width"]))
+        wbits = int(trial.suggest_categorical(p + "wbits", c["wbits"]))
         stages.append(
             Stage(
-                width=int(trial.suggest_categorical(p + "width", c["width"])),
+                width=width,
                 kernel=kernel,
                 stride=stride,
-                wbits=int(trial.suggest_categorical(p + "wbits", c["wbits"])),
-                abits=int(trial.suggest_categorical(p + "abits", c["abits"])),
+                wbits=wbits,
+                abits=_abits(trial, p, wbits, c["abits"]),
                 prune=float(trial.suggest_categorical(p + "prune", c["prune"])),
                 rank=float(trial.suggest_categorical(p + "rank", c["rank"])),
             )
@@ -78,6 +82,15 @@ def _sample_family(space: SearchSpace, trial: TrialLike, family: str, prefix: st
         stages=tuple(stages),
         head_wbits=int(trial.suggest_categorical(f"{prefix}head.wbits", c["head_wbits"])),
     )
+
+
+def _abits(trial: TrialLike, prefix: str, wbits: int, choices: tuple[Any, ...]) -> int:
+    """Activation bits: a choice for integer-weight layers (where 8 bits makes the layer an
+    int8 kernel); float-weight layers keep float activations (a quantizer there would only
+    add an op and error)."""
+    if wbits <= 8:
+        return int(trial.suggest_categorical(prefix + "abits", choices))
+    return 32
 
 
 def needs_image(name: str, context: SpaceContext) -> None:

@@ -143,6 +143,20 @@ def test_block_granularity_samples_compression_per_block(name: str) -> None:
             assert f"stage{i}.wbits" not in params
 
 
+def _float_weights_fix_abits(space: str, wbits: int) -> bool:
+    """The small spaces choose activation bits only for integer-weight layers."""
+    return space in ("cnn_small", "mlp_small", "small_joint") and wbits > 8
+
+
+@pytest.mark.parametrize("name", ["cnn_small", "mlp_small", "small_joint"])
+def test_small_spaces_offer_int8_layers_by_default(name: str) -> None:
+    space = get_space(name)(IMAGE)
+    assert 8 in space.choices["abits"] and 32 in space.choices["abits"]
+    stages = [s for cand, _ in _sample(space, n=40) for s in cand.stages]
+    assert any(s.abits == 8 and s.wbits <= 8 for s in stages)  # int8 x int8 layers occur
+    assert all(s.abits == 32 for s in stages if s.wbits > 8)  # no quantizer on float layers
+
+
 @pytest.mark.parametrize("name", list_spaces())
 def test_param_names_are_dotted_per_stage(name: str) -> None:
     space = get_space(name)(IMAGE)
@@ -158,6 +172,10 @@ def test_param_names_are_dotted_per_stage(name: str) -> None:
             assert _PARAM.fullmatch(pname[len(prefix) :]), pname
         for i, stage in enumerate(cand.stages):
             for dim in ("width", "wbits", "abits", "prune", "rank"):
+                if dim == "abits" and _float_weights_fix_abits(name, stage.wbits):
+                    assert stage.abits == 32
+                    assert f"{prefix}layer{i}.abits" not in params
+                    continue
                 assert _stage_param(params, prefix, i, dim) == getattr(stage, dim), (i, dim)
         n = len(cand.stages)
         assert f"{prefix}layer{n}.wbits" not in params and f"stage{n}.wbits" not in params
