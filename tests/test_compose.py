@@ -81,3 +81,16 @@ def test_compose_services_and_loopback_ports() -> None:
             published += 1
             assert ip == "127.0.0.1", f"service {name!r} publishes {port!r} beyond loopback"
     assert published > 0
+
+
+def test_workers_share_one_tuning_database_and_probe_cache() -> None:
+    """Every process that probes reads and writes the same store, on a volume they all mount
+    (a per-container ./hwnas-data would make each worker tune the same tasks again)."""
+    services = _load_compose()["services"]
+    for name in ("scheduler", "ray-worker", "api"):
+        svc = services[name]
+        env = svc["environment"]
+        mounts = {str(v).split(":")[1] for v in svc.get("volumes", [])}
+        for key in ("HWNAS_TUNING_DIR", "HWNAS_PROBE_CACHE_DIR"):
+            assert env[key].startswith("/data/artifacts/"), (name, key)
+        assert "/data/artifacts" in mounts, name

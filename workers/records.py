@@ -91,6 +91,9 @@ class ProbeStats(_Record):
     cost_model: str | None = Field(default=None, description="MetaSchedule's cost model")
     partial: bool = False
     tasks: int = 0
+    tasks_found_tuned: int = Field(
+        default=0, description="tasks that already had a tuning record when this probe began"
+    )
     untuned_tasks: list[str] = Field(default_factory=list)
     tune_s: float = 0.0
     compile_s: float | None = None

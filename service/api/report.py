@@ -20,6 +20,7 @@ def job_report(job_id: int, rows: Iterable[Trial]) -> JobReport:
     nodes: Counter[str] = Counter()
     parent = Counter[str]()
     probe = Counter[str]()
+    tasks = Counter[str]()
     trained_s: list[float] = []
     for row in rows:
         states[row.state.value] += 1
@@ -36,6 +37,9 @@ def job_report(job_id: int, rows: Iterable[Trial]) -> JobReport:
             hits = run.get("probe_cache_hits") or []
             probe["lookups"] += len(hits)
             probe["hits"] += sum(bool(h) for h in hits)
+            for found, n in run.get("probe_tasks") or []:
+                tasks["lookups"] += int(n)
+                tasks["hits"] += int(found)
         if row.state == TrialState.complete and runs:
             last = runs[-1].get("timings") or {}
             trained_s.append(sum(float(last.get(k, 0.0)) for k in _TRAINING))
@@ -47,7 +51,7 @@ def job_report(job_id: int, rows: Iterable[Trial]) -> JobReport:
         cpu_s={**_rounded(cpu), "total": round(sum(cpu.values()), 3)},
         device_s=_rounded(device),
         wall_s=_rounded(wall),
-        cache={"parent": _rate(parent), "probe": _rate(probe)},
+        cache={"parent": _rate(parent), "probe": _rate(probe), "tuning_tasks": _rate(tasks)},
         prefilter={
             "rejected": rejected,
             "spent_s": round(wall.get("prefilter_s", 0.0), 3),

@@ -278,6 +278,9 @@ class JobController:
                 "node": result.node,
                 "parent_cache_hit": result.parent_cache_hit,
                 "probe_cache_hits": [st.cache_hit for st in probes],
+                # tuning records: tasks found tuned / tasks, per probe (lowered structures rarely
+                # repeat; their tasks do)
+                "probe_tasks": [[st.tasks_found_tuned, st.tasks] for st in probes],
             }
         )
         cost = {"runs": item.runs}

@@ -331,7 +331,11 @@ class JobReport(BaseModel):
     cpu_s: dict[str, float]
     device_s: dict[str, float]
     wall_s: dict[str, float]
-    cache: dict[str, Any]
+    cache: dict[str, Any] = Field(
+        description="hit rates: ``parent`` (trained dense parents), ``probe`` (exact lowered "
+        "structure timed before), ``tuning_tasks`` (tuning tasks found with a record / tasks "
+        "probed: the task-level record hit rate)"
+    )
     prefilter: dict[str, Any]
     nodes: dict[str, int]
     verification: dict[str, Any] | None = Field(

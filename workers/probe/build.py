@@ -29,6 +29,7 @@ class TuningState:
     tune_s: float = 0.0
     digest: str = ""
     cost_model: str | None = None
+    found_tuned: int = 0  # tasks with a record before this module tuned anything
 
     @property
     def partial(self) -> bool:
@@ -59,6 +60,7 @@ def tuning_state(
     with tuning.db_lock(path):
         db = tuning.open_db(path)
         todo = tuning.missing(tasks, db)
+        found_tuned = len(tasks) - len(todo)
         if todo and budget_s > 0 and tuning.can_tune(profile):
             t0 = time.perf_counter()  # waiting for the lock is not this candidate's tuning
             report = tuning.tune(
@@ -70,6 +72,7 @@ def tuning_state(
                 profile=profile,
                 cost_model_path=tuning.cost_model_path(path),
             )
+            tuning.restamp(path, db)
             cost_model = str(report["cost_model"])
             tune_s = time.perf_counter() - t0
             todo = tuning.missing(tasks, db)
@@ -82,6 +85,7 @@ def tuning_state(
         round(tune_s, 3),
         digest,
         cost_model,
+        found_tuned,
     )
 
 

@@ -143,6 +143,7 @@ def probe(
         "cost_model": state.cost_model,
         "partial": state.partial,
         "tasks": len(state.tasks),
+        "tasks_found_tuned": state.found_tuned,
         "untuned_tasks": state.untuned,
         "tune_s": state.tune_s,
         "canary_id": canary.id,

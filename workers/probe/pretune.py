@@ -87,6 +87,7 @@ def pretune(
             profile=profile,
             cost_model_path=tuning.cost_model_path(path),
         )
+        tuning.restamp(path, db)
     return {
         "candidates": len(candidates),
         "tasks": len(found),

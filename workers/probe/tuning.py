@@ -38,6 +38,10 @@ from workers.probe.targets import tvm
 
 log = logging.getLogger(__name__)
 COST_MODEL = "xgb"
+# Records are keyed by each task's anchor block (its conv / matmul), not the whole fused
+# function: a conv tuned with a ReLU epilogue serves the same conv with a requantize or a
+# residual add, its schedule re-applied through the anchor block's trace.
+MODULE_EQUALITY = "anchor-block"
 
 
 @dataclass(frozen=True)
@@ -60,18 +64,47 @@ class TuneSettings:
 
 
 def db_dir(root: Path, profile: Profile, target: Any) -> Path:
-    """``root/<profile>/tvm-<version>-<target hash>``: records are only valid for the exact
-    target (a different CPU gets its own database) and TVM version."""
+    """``root/<profile>/tvm-<version>-<target hash>-<module equality>``: records are only
+    valid for the exact target (a different CPU gets its own database), TVM version and the
+    workload equality they were keyed by."""
     t = tvm()
     h = hashlib.sha256(str(target).encode()).hexdigest()[:10]
-    return root / profile.name.replace("/", "__") / f"tvm-{t.__version__}-{h}"
+    return root / profile.name.replace("/", "__") / f"tvm-{t.__version__}-{h}-{MODULE_EQUALITY}"
+
+
+_OPEN: dict[Path, tuple[tuple[tuple[int, int], ...], Any]] = {}
 
 
 def open_db(path: Path) -> Any:
+    """The database at ``path``, parsed once per process and re-read only when its files
+    changed (another worker committed records): parsing hundreds of records per probe was a
+    measurable part of a probe's time. Call with :func:`db_lock` held."""
     from tvm.s_tir import meta_schedule as ms
 
+    path = path.resolve()
     path.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(work_dir=str(path))
+    stamp = _stamp(path)
+    hit = _OPEN.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    db = ms.database.JSONDatabase(work_dir=str(path), module_equality=MODULE_EQUALITY)
+    _OPEN[path] = (_stamp(path), db)  # the constructor creates missing files
+    return db
+
+
+def _stamp(path: Path) -> tuple[tuple[int, int], ...]:
+    out = []
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        f = path / name
+        st = f.stat() if f.is_file() else None
+        out.append((st.st_size, st.st_mtime_ns) if st else (-1, -1))
+    return tuple(out)
+
+
+def restamp(path: Path, db: Any) -> None:
+    """``db`` committed records to ``path`` under :func:`db_lock`: its in-memory state is the
+    files' state, so keep it instead of parsing the files again."""
+    _OPEN[path.resolve()] = (_stamp(path.resolve()), db)
 
 
 def db_lock(path: Path) -> contextlib.AbstractContextManager[None]:
@@ -113,7 +146,7 @@ def prepare(mod: Any) -> Any:
 def extract(fused: Any, target: Any) -> list[Any]:
     from tvm.s_tir import meta_schedule as ms
 
-    return list(ms.relax_integration.extract_tasks(fused, target))
+    return list(ms.relax_integration.extract_tasks(fused, target, module_equality=MODULE_EQUALITY))
 
 
 def missing(tasks: list[Any], db: Any) -> list[Any]:
@@ -213,6 +246,9 @@ def tune(
         for chunk, trials in chunks:
             if budget_s is not None and time.perf_counter() - t0 >= budget_s:
                 untried += chunk
+                continue
+            chunk = missing(chunk, db)  # a task sharing an anchor block just tuned has one now
+            if not chunk:
                 continue
             if progress:
                 progress(len(tried), len(tasks), ", ".join(t.task_name for t in chunk))
