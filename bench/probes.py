@@ -10,7 +10,9 @@ timed in ONNX Runtime (the QDQ export) and PyTorch eager, in one run:
    each: ``tune_s_per_new_candidate``), then compiles with the database and measures
    (``compile_measure_s``);
 3. cache hit rate: over ``--hit-trials`` uniformly sampled trials, the share whose lowered
-   structure (the structure part of the probe-cache key) an earlier trial already had.
+   structure (the structure part of the probe-cache key) an earlier trial already had;
+4. task-level record hit rate: over ``--task-trials`` further candidates (probe-only: lowered,
+   their tasks looked up, nothing tuned), tasks found with a tuning record / tasks.
 
 Latency depends on structure, not trained weights, so the models are the untrained
 compressed structures (``workers.probe.structure``); no data is loaded.
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hw_profiles import get_profile  # noqa: E402
 from search_spaces import Candidate, SpaceContext, get_space  # noqa: E402
+from workers.compress.rounding import CHANNEL_MULTIPLE  # noqa: E402
 from workers.export import export_onnx  # noqa: E402
 from workers.models import example_input  # noqa: E402
 from workers.probe import ProbeOptions, probe  # noqa: E402
@@ -46,6 +49,7 @@ from workers.probe.cache import structure_hash, tensor_shapes  # noqa: E402
 from workers.probe.lowering import deployable, to_relax  # noqa: E402
 from workers.probe.pretune import pretune, sample_candidates  # noqa: E402
 from workers.probe.structure import structural_model  # noqa: E402
+from workers.probe.tuning import MODULE_EQUALITY  # noqa: E402
 
 
 def _median_ms(fn: Any, warmup: int = 10, repeat: int = 15, number: int = 20) -> float:
@@ -98,6 +102,28 @@ def hit_rate(cands: list[Candidate], profile: Any) -> dict[str, Any]:
     return {"trials": len(cands), "hits": hits, "distinct": len(seen)}
 
 
+def task_hits(cands: list[Candidate], profile: Any, tuning_root: Path) -> dict[str, Any]:
+    """Tasks of ``cands`` that already have a record in the profile's database (no tuning)."""
+    from workers.probe.build import tuning_state
+    from workers.probe.targets import resolve_target
+
+    target = resolve_target(profile)
+    found = total = full = 0
+    for c in cands:
+        dep, _ = deployable(structural_model(c), profile)
+        st = tuning_state(to_relax(dep, example_input(c)), target, profile, tuning_root, 0.0)
+        found += st.found_tuned
+        total += len(st.tasks)
+        full += st.found_tuned == len(st.tasks)
+    return {
+        "candidates": len(cands),
+        "tasks": total,
+        "found_tuned": found,
+        "candidates_fully_tuned": full,
+        "task_hit_rate": found / total if total else None,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -106,8 +132,9 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--pretune-candidates", type=int, default=30)
     ap.add_argument("--pretune-budget-s", type=float, default=800)
-    ap.add_argument("--tune-budget-s", type=float, default=45)
+    ap.add_argument("--tune-budget-s", type=float, default=25)
     ap.add_argument("--hit-trials", type=int, default=200)
+    ap.add_argument("--task-trials", type=int, default=100)
     ap.add_argument("--work", type=Path, default=Path("hwnas-data/bench-probes"))
     ap.add_argument("--quick", action="store_true", help="3 candidates, small budgets")
     ap.add_argument(
@@ -117,7 +144,7 @@ def main() -> None:
     if a.work.exists() and not a.reuse:  # one run: nothing measured earlier is reported
         shutil.rmtree(a.work)
     if a.quick:
-        a.candidates, a.pretune_candidates, a.hit_trials = 3, 2, 10
+        a.candidates, a.pretune_candidates, a.hit_trials, a.task_trials = 3, 2, 10, 5
         a.pretune_budget_s, a.tune_budget_s = 60, 20
     torch.set_num_threads(1)
     t_start = time.perf_counter()
@@ -175,6 +202,9 @@ def main() -> None:
 
     print(f"cache keys of {a.hit_trials} sampled trials ...", flush=True)
     hits = hit_rate(sample_candidates(space, a.hit_trials, seed=3), profile)
+    print(f"task records of {a.task_trials} further candidates ...", flush=True)
+    tasks = task_hits(sample_candidates(space, a.task_trials, seed=4), profile, tuning_root)
+    print(json.dumps(tasks), flush=True)
     tuned_ms = [r["tuned_ms"] for r in rows]
     ort = [r["ort_ms"] for r in rows]
     result = {
@@ -201,6 +231,10 @@ def main() -> None:
         "partial_candidates": sum(r["partial"] for r in rows),
         "cache_hit_rate": hits["hits"] / hits["trials"],
         "cache_hits": hits,
+        "task_hit_rate": tasks["task_hit_rate"],
+        "task_hits": tasks,
+        "module_equality": MODULE_EQUALITY,
+        "channel_multiple": CHANNEL_MULTIPLE,
         "pretune": pre,
         "settings": {
             "pretune_budget_s": a.pretune_budget_s,
