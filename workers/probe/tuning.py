@@ -38,10 +38,14 @@ from workers.probe.targets import tvm
 
 log = logging.getLogger(__name__)
 COST_MODEL = "xgb"
-# Records are keyed by each task's anchor block (its conv / matmul), not the whole fused
-# function: a conv tuned with a ReLU epilogue serves the same conv with a requantize or a
-# residual add, its schedule re-applied through the anchor block's trace.
-MODULE_EQUALITY = "anchor-block"
+# How records are keyed: the whole fused function ("structural"). "anchor-block" (records keyed
+# by the conv / matmul alone, re-applied to other epilogues through the anchor's trace) would
+# let 52 % instead of 38 % of a new candidate's tasks reuse a record (bench/task_reuse.py), but
+# in TVM 0.27 replaying an anchor trace on a different fused epilogue crashes the compile
+# ("TranslateAddOutputRVs: Check failed: old_outputs.size() == new_outputs.size() (1 vs. 0)",
+# seen on cnn_joint candidates in bench-probes), so it is not used. The name is part of the
+# database directory: databases keyed differently never mix.
+MODULE_EQUALITY = "structural"
 
 
 @dataclass(frozen=True)
