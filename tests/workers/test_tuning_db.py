@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from workers.probe import tuning
 
 
@@ -23,13 +25,18 @@ def test_open_db_reuses_the_parsed_database_until_its_files_change(tmp_path: Pat
     assert tuning.open_db(tmp_path / "db") is b
 
 
-def test_databases_are_keyed_by_module_equality(tmp_path: Path) -> None:
+def test_databases_are_keyed_by_module_equality(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from hw_profiles import get_profile
     from workers.probe.targets import resolve_target
 
     profile = get_profile("x86/local")
-    path = tuning.db_dir(tmp_path, profile, resolve_target(profile))
-    assert path.name.endswith(f"-{tuning.MODULE_EQUALITY}")
+    target = resolve_target(profile)
+    path = tuning.db_dir(tmp_path, profile, target)
+    assert tuning.MODULE_EQUALITY == "structural" and path.name.count("-") == 2  # tvm-<v>-<h>
+    monkeypatch.setattr(tuning, "MODULE_EQUALITY", "anchor-block")
+    assert tuning.db_dir(tmp_path, profile, target).name == f"{path.name}-anchor-block"
 
 
 def _workload() -> object:

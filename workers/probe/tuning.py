@@ -43,8 +43,8 @@ COST_MODEL = "xgb"
 # let 52 % instead of 38 % of a new candidate's tasks reuse a record (bench/task_reuse.py), but
 # in TVM 0.27 replaying an anchor trace on a different fused epilogue crashes the compile
 # ("TranslateAddOutputRVs: Check failed: old_outputs.size() == new_outputs.size() (1 vs. 0)",
-# seen on cnn_joint candidates in bench-probes), so it is not used. The name is part of the
-# database directory: databases keyed differently never mix.
+# seen on cnn_joint candidates in bench-probes), so it is not used. Another equality would
+# be part of the database directory's name: databases keyed differently never mix.
 MODULE_EQUALITY = "structural"
 
 
@@ -73,7 +73,9 @@ def db_dir(root: Path, profile: Profile, target: Any) -> Path:
     workload equality they were keyed by."""
     t = tvm()
     h = hashlib.sha256(str(target).encode()).hexdigest()[:10]
-    return root / profile.name.replace("/", "__") / f"tvm-{t.__version__}-{h}-{MODULE_EQUALITY}"
+    # structural keying is what every earlier database used: those stay valid
+    eq = "" if MODULE_EQUALITY == "structural" else f"-{MODULE_EQUALITY}"
+    return root / profile.name.replace("/", "__") / f"tvm-{t.__version__}-{h}{eq}"
 
 
 _OPEN: dict[Path, tuple[tuple[tuple[int, int], ...], Any]] = {}
