@@ -24,11 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hw_profiles import get_profile  # noqa: E402
 from search_spaces import SpaceContext, get_space  # noqa: E402
-from workers.models import example_input  # noqa: E402
-from workers.probe import tuning  # noqa: E402
-from workers.probe.lowering import deployable, to_relax  # noqa: E402
-from workers.probe.pretune import sample_candidates  # noqa: E402
-from workers.probe.structure import structural_model  # noqa: E402
+from workers.probe.pretune import candidate_tasks, sample_candidates  # noqa: E402
 from workers.probe.targets import resolve_target  # noqa: E402
 
 
@@ -41,10 +37,8 @@ def count(cands: list[Any], profile: Any, equality: str) -> dict[str, Any]:
     new: list[int] = []
     t0 = time.perf_counter()
     for c in cands:
-        dep, _ = deployable(structural_model(c), profile)
-        fused = tuning.fuse(to_relax(dep, example_input(c)), target)
         fresh = 0
-        for task in ms.relax_integration.extract_tasks(fused, target, module_equality=equality):
+        for task in candidate_tasks(c, profile, target, equality):
             total += 1
             if db.has_workload(task.dispatched[0]):
                 seen += 1

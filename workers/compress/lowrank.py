@@ -32,7 +32,11 @@ def full_rank(layer: nn.Conv2d | nn.Linear) -> int:
 
 def rank_for(layer: nn.Conv2d | nn.Linear, fraction: float) -> int:
     """``fraction`` of the layer's full rank, rounded to a multiple of the channel multiple."""
-    full = full_rank(layer)
+    return fraction_of(full_rank(layer), fraction)
+
+
+def fraction_of(full: int, fraction: float) -> int:
+    """``fraction`` of ``full`` (at least one), rounded to a multiple of the channel multiple."""
     return round_channels(max(1, round(fraction * full)), full)
 
 
@@ -140,8 +144,7 @@ def factorize_model(
             assert isinstance(layer, nn.Conv2d)
             k2 = fan_in // layer.in_channels
             if energy is None:
-                r_in = round_channels(max(1, round(frac * layer.in_channels)), layer.in_channels)
-                r_out = round_channels(max(1, round(frac * out)), out)
+                r_in, r_out = fraction_of(layer.in_channels, frac), fraction_of(out, frac)
             else:
                 r_out = energy_rank(torch.linalg.svdvals(w.detach().reshape(out, -1)), energy)
                 r_in = energy_rank(

@@ -38,11 +38,14 @@ def sample_candidates(space: SearchSpace, n: int, seed: int = 0) -> list[Candida
     return [space.sample(_RandomTrial(rng)) for _ in range(n)]
 
 
-def candidate_tasks(cand: Candidate, profile: Profile, target: Any) -> list[Any]:
-    """The tuning tasks of ``cand``'s compressed structure on ``profile``."""
+def candidate_tasks(
+    cand: Candidate, profile: Profile, target: Any, equality: str | None = None
+) -> list[Any]:
+    """The tuning tasks of ``cand``'s compressed structure on ``profile`` (deduplicated by
+    ``equality``, default the database's)."""
     dep, _ = deployable(structural_model(cand), profile)
     mod = to_relax(dep, example_input(cand))
-    return tuning.extract(tuning.fuse(mod, target), target)
+    return tuning.extract(tuning.fuse(mod, target), target, equality)
 
 
 def pretune(

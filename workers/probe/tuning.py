@@ -149,10 +149,12 @@ def prepare(mod: Any) -> Any:
     return relax.transform.CanonicalizeBindings()(mod)
 
 
-def extract(fused: Any, target: Any) -> list[Any]:
+def extract(fused: Any, target: Any, equality: str | None = None) -> list[Any]:
+    """``fused``'s tuning tasks, deduplicated by ``equality`` (default: the database's)."""
     from tvm.s_tir import meta_schedule as ms
 
-    return list(ms.relax_integration.extract_tasks(fused, target, module_equality=MODULE_EQUALITY))
+    eq = equality or MODULE_EQUALITY
+    return list(ms.relax_integration.extract_tasks(fused, target, module_equality=eq))
 
 
 def missing(tasks: list[Any], db: Any) -> list[Any]:
