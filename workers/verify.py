@@ -134,7 +134,7 @@ def dense_library(cand: Candidate, profile_name: str, req: VerifyRequest) -> tup
     path = root / f"{key}.so"
     if not path.is_file():
         tmp = root / f"{key}.{os.getpid()}.tmp.so"
-        export_library(compile_module(mod, target, profile, state.db), tmp, profile)
+        export_library(compile_module(mod, target, profile, state.db, state.fused), tmp, profile)
         tmp.replace(path)
     return str(path), state.kind, state.partial
 

@@ -30,6 +30,7 @@ class TuningState:
     digest: str = ""
     cost_model: str | None = None
     found_tuned: int = 0  # tasks with a record before this module tuned anything
+    fused: Any = None  # the legalized, fused module the tasks came from (compiled as is)
 
     @property
     def partial(self) -> bool:
@@ -54,7 +55,8 @@ def tuning_state(
     if tuning_root is None:
         return TuningState("untuned", digest="untuned")
     path = tuning.db_dir(tuning_root, profile, target)
-    tasks = tuning.extract(tuning.fuse(mod, target), target)
+    fused = tuning.fuse(mod, target)
+    tasks = tuning.extract(fused, target)
     tune_s = 0.0
     cost_model = None
     with tuning.db_lock(path):
@@ -86,16 +88,23 @@ def tuning_state(
         digest,
         cost_model,
         found_tuned,
+        fused,
     )
 
 
-def compile_module(mod: Any, target: Any, profile: Profile, db: Any) -> Any:
-    """Compile with ``db``'s tuned schedules, or the default pipeline when there is none."""
+def compile_module(mod: Any, target: Any, profile: Profile, db: Any, fused: Any = None) -> Any:
+    """Compile with ``db``'s tuned schedules, or the default pipeline when there is none.
+
+    ``fused`` (:attr:`TuningState.fused`, the module the tuning tasks were extracted from)
+    skips legalizing and fusing ``mod`` a second time: the same passes, run once.
+    """
     t = tvm()
     from tvm import relax
 
     if is_gpu(profile):  # CUDA source is compiled when the module is loaded on the GPU
         os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+    if db is not None and fused is not None:
+        return compile_fused(fused, target, db)
     if db is not None:
         return tuning.compile_tuned(mod, target, db)
     prepared = tuning.prepare(mod)
@@ -107,3 +116,46 @@ def export_library(ex: Any, path: Path, profile: Profile) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"cc": profile.cross_compiler} if profile.cross_compiler else {}
     ex.export_library(str(path), **kwargs)
+
+
+def compile_fused(fused: Any, target: Any, db: Any) -> Any:
+    """``ms.relax_integration.compile_relax`` from its fusing step on: the tuned schedules of
+    ``db`` applied to ``fused`` (:func:`tuning.fuse`'s output), then the target's lowering
+    and finalizing passes (CPU targets: untuned functions keep their default schedules)."""
+    t = tvm()
+    from tvm import relax
+
+    lower = _lower_passes(target)
+
+    @t.transform.module_pass(opt_level=3)  # type: ignore[untyped-decorator]
+    def _apply_and_lower(mod: Any, _ctx: Any) -> Any:
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        return t.transform.Sequential(lower)(mod)
+
+    with target, db, t.transform.PassContext(opt_level=3):
+        return relax.build(fused, target=target, relax_pipeline=_apply_and_lower)
+
+
+def _lower_passes(target: Any) -> list[Any]:
+    """The passes ``compile_relax`` runs after applying the database, fallback included (TVM
+    0.27's ``cpu_generic`` backend does not export its pass lists, so CPU targets get it)."""
+    from tvm import relax
+    from tvm.relax import pipeline
+
+    try:
+        return [*pipeline.dataflow_lower_passes(target), *pipeline.finalize_passes(target)]
+    except (ValueError, AttributeError):
+        tf = relax.transform
+        return [
+            tf.RewriteDataflowReshape(),
+            tf.ToNonDataflow(),
+            tf.RemovePurityChecking(),
+            tf.CallTIRRewrite(),
+            tf.StaticPlanBlockMemory(),
+            tf.LowerAllocTensor(),
+            tf.KillAfterLastUse(),
+            tf.LowerRuntimeBuiltin(),
+            tf.ComputePrimValue(),
+            tf.VMShapeLower(),
+            tf.AttachGlobalSymbol(),
+        ]

@@ -115,7 +115,7 @@ def _build(
 
     mod = to_relax(canary_net(), canary_input())
     state = tuning_state(mod, target, profile, tuning_root, CANARY_TUNE_S)
-    ex = compile_module(mod, target, profile, state.db)
+    ex = compile_module(mod, target, profile, state.db, state.fused)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.so")
     export_library(ex, tmp, profile)
     tmp.replace(path)

@@ -33,7 +33,7 @@ from workers.probe.cache import ProbeCache, cache_key, structure_hash, tensor_sh
 from workers.probe.canary import Canary, canary_input, get_canary
 from workers.probe.errors import ProbeError
 from workers.probe.lowering import deployable, to_relax
-from workers.probe.measure import local_vm, run_outputs
+from workers.probe.measure import load_vm, local_vm, run_outputs
 from workers.probe.targets import device_of, resolve_target, tvm
 from workers.probe.timing import prepare, window
 from workers.records import ProbeStats, Window
@@ -155,8 +155,9 @@ def probe(
         if hit is not None and library_path is None:  # e.g. a pre-filter: timing only
             return ProbeStats(**hit, **common, cache_hit=True, latency_source="cache")
         # A library is wanted (a job's bundle): it is compiled, checked and timed itself.
-        run = _compile_check_time(model, mod, example, profile, target, state, canary, check_inputs)
-        run.export(library_path, canary)
+        run = _compile_check_time(
+            model, mod, example, profile, target, state, canary, check_inputs, library_path
+        )
         stats = ProbeStats(
             **run.timing_fields(), **run.numerics, **common, cache_hit=hit is not None
         )
@@ -167,8 +168,6 @@ def probe(
 
 @dataclass
 class _Run:
-    ex: Any
-    profile: Profile
     window: Window
     numerics: dict[str, Any]
     compile_s: float
@@ -191,13 +190,6 @@ class _Run:
             **self.remote,
         }
 
-    def export(self, library_path: Path | None, canary: Canary) -> None:
-        if library_path is None:
-            return
-        export_library(self.ex, library_path, self.profile)
-        canary_copy = library_path.with_name(f"{library_path.stem}.canary.so")
-        canary_copy.write_bytes(canary.path.read_bytes())
-
 
 def _compile_check_time(
     model: nn.Module,
@@ -208,32 +200,51 @@ def _compile_check_time(
     state: TuningState,
     canary: Canary,
     check_inputs: torch.Tensor | None = None,
+    library_path: Path | None = None,
 ) -> _Run:
+    """Compile, check and time; with ``library_path`` the library is exported there first
+    (with the profile's canary beside it, ``<stem>.canary.so``) and that file is what runs:
+    the shipped file is the timed one, and its code is generated once, not JIT-compiled
+    again for the VM."""
     from tvm import relax
 
     batch = example if check_inputs is None else check_inputs
     singles = [batch[i : i + 1].numpy() for i in range(batch.shape[0])]
     try:
         t0 = time.perf_counter()
-        ex = compile_module(mod, target, profile, state.db)
+        ex = compile_module(mod, target, profile, state.db, state.fused)
+        if library_path is not None:
+            export_library(ex, library_path, profile)
+            canary_copy = library_path.with_name(f"{library_path.stem}.canary.so")
+            canary_copy.write_bytes(canary.path.read_bytes())
         compile_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         remote: dict[str, Any] = {}
         if profile.is_local:
             dev = device_of(profile)
-            vm = relax.VirtualMachine(ex, dev)
+            if library_path is None:
+                vm = relax.VirtualMachine(ex, dev)
+            else:
+                vm = load_vm(library_path, dev)
             outputs = run_outputs(vm, dev, singles)
             w = time_local(vm, local_vm(canary.path, dev), example.numpy(), profile)
         else:
-            outputs, w, remote = _measure_remote(ex, example, singles, profile, canary)
+            outputs, w, remote = _measure_remote(
+                ex, example, singles, profile, canary, library_path
+            )
         measure_s = time.perf_counter() - t1
     except ProbeError:
         raise
     except Exception as e:
         raise ProbeError(f"TVM probe on {profile.name} failed: {type(e).__name__}: {e}") from e
-    return _Run(
-        ex, profile, w, check_numerics(model, batch, outputs, profile), compile_s, measure_s, remote
-    )
+    try:
+        numerics = check_numerics(model, batch, outputs, profile)
+    except ProbeError:
+        if library_path is not None:  # nothing ships that failed its check
+            library_path.unlink(missing_ok=True)
+            library_path.with_name(f"{library_path.stem}.canary.so").unlink(missing_ok=True)
+        raise
+    return _Run(w, numerics, compile_s, measure_s, remote)
 
 
 def time_local(vm: Any, canary_vm: Any, example: np.ndarray, profile: Profile) -> Window:
@@ -284,12 +295,15 @@ def _measure_remote(
     singles: list[np.ndarray],
     profile: Profile,
     canary: Canary,
+    library_path: Path | None = None,
 ) -> tuple[np.ndarray, Window, dict[str, Any]]:
     from workers.probe.rpc import measure_remote
 
     with tempfile.TemporaryDirectory() as tmp:
-        lib = Path(tmp) / "probe.so"
-        export_library(ex, lib, profile)
+        lib = library_path  # already exported (cross-compiled): that file is sent
+        if lib is None:
+            lib = Path(tmp) / "probe.so"
+            export_library(ex, lib, profile)
         r = measure_remote(lib, example.numpy(), singles, profile, canary=canary.path)
     extra = {
         "rpc": r.get("rpc"),
