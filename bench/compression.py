@@ -120,7 +120,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--cache", default="hwnas-data/bench-parents")
     ap.add_argument("--work", default="hwnas-data/bench-compression")
-    ap.add_argument("--tune-budget-s", type=float, default=60.0, help="tuning per structure")
+    ap.add_argument("--tune-budget-s", type=float, default=50.0, help="tuning per structure")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("HWNAS_BENCH_THREADS", "2")))
     out = Path(args.out)

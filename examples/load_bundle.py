@@ -25,7 +25,7 @@ def test_split(card: dict) -> tuple[np.ndarray, np.ndarray]:
         idx = np.asarray(data["test_indices"], dtype=np.int64)
         x = (d.images.astype(np.float32) / 16.0)[:, None][idx]
         return x, d.target[idx].astype(np.int64)
-    if data["dataset"] == "fashion_mnist":
+    if data["dataset"] in ("fashion_mnist", "fashion_mnist_small"):
         root = Path("/usr/share/datasets/fashion-mnist")
 
         def idx_file(name: str) -> np.ndarray:
@@ -34,8 +34,13 @@ def test_split(card: dict) -> tuple[np.ndarray, np.ndarray]:
             dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(n)]
             return np.frombuffer(raw, np.uint8, offset=4 + 4 * n).reshape(dims)
 
-        x = idx_file("t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255.0
-        return x, idx_file("t10k-labels-idx1-ubyte.gz").astype(np.int64)
+        if data["dataset"] == "fashion_mnist":  # the 10k test file
+            x = idx_file("t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255.0
+            return x, idx_file("t10k-labels-idx1-ubyte.gz").astype(np.int64)
+        # the 8k subset's test rows: indices into the training file
+        idx = np.asarray(data["test_indices"], dtype=np.int64)
+        x = idx_file("train-images-idx3-ubyte.gz")[idx].astype(np.float32)[:, None] / 255.0
+        return x, idx_file("train-labels-idx1-ubyte.gz")[idx].astype(np.int64)
     raise SystemExit(f"don't know how to load dataset {data['dataset']!r}")
 
 

@@ -137,3 +137,26 @@ def test_fashion_mnist_missing_says_how_to_install(
     monkeypatch.setenv("HWNAS_DATA_DIR", str(tmp_path))  # an empty folder
     with pytest.raises(DatasetUnavailableError, match="apt-get install dataset-fashion-mnist"):
         load_splits("fashion_mnist", seed=0)
+
+
+def test_fashion_small_indices_are_rows_of_the_training_file() -> None:
+    """A card's test_indices for the subset read back from the Debian files alone (as
+    examples/load_bundle.py does): the same images and labels."""
+    d = _fashion_dir()
+    if d is None:
+        pytest.skip("Fashion-MNIST not installed")
+    import gzip
+
+    def idx_file(name: str) -> np.ndarray:
+        raw = gzip.open(d / name).read()
+        dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
+        return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(dims)
+
+    splits = load_splits("fashion_mnist_small", seed=1)
+    images, labels = idx_file("train-images-idx3-ubyte.gz"), idx_file("train-labels-idx1-ubyte.gz")
+    for split in (splits.train, splits.val, splits.test):
+        assert split.index is not None
+        np.testing.assert_array_equal(split.x[:, 0], images[split.index] / np.float32(255.0))
+        np.testing.assert_array_equal(split.y, labels[split.index])
+    rows = np.concatenate([splits.train.index, splits.val.index, splits.test.index])
+    assert len(np.unique(rows)) == len(rows) == 8000

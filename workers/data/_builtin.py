@@ -105,13 +105,28 @@ def _fashion(seed: int) -> Splits:
 
 def _fashion_small(seed: int) -> Splits:
     """A fixed stratified 8,000-image subset of Fashion-MNIST's training set (the same rows for
-    every split seed), split 5,000 / 1,000 / 2,000, for searches that must fit minutes."""
+    every split seed), split 5,000 / 1,000 / 2,000, for searches that must fit minutes.
+
+    Each split's ``index`` is rows of Fashion-MNIST's *training file*
+    (``train-images-idx3-ubyte.gz``), so a card's ``test_indices`` can be read back from the
+    Debian files alone."""
     full = _fashion(0)
     x = np.concatenate([full.train.x, full.val.x])
     y = np.concatenate([full.train.y, full.val.y])
+    assert full.train.index is not None and full.val.index is not None
+    source = np.concatenate([full.train.index, full.val.index])
     rows = np.sort(np.random.default_rng(20261128).permutation(len(y))[:8000])
-    train, val, test = stratified_split(x[rows], y[rows], (0.125, 0.25), seed)
-    return Splits(train, val, test, seed, "Fashion-MNIST subset, pixels / 255, (N, 1, 28, 28)")
+    parts = stratified_split(x[rows], y[rows], (0.125, 0.25), seed)
+    train, val, test = (
+        Split(p.x, p.y, None if p.index is None else source[rows][p.index]) for p in parts
+    )
+    return Splits(
+        train,
+        val,
+        test,
+        seed,
+        "Fashion-MNIST subset, pixels / 255, (N, 1, 28, 28); indices are rows of the training file",
+    )
 
 
 register_dataset(
