@@ -247,10 +247,33 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - t_start, 1),
         "candidates": rows,
     }
+    result["goals"] = goals(result)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "probes.json").write_text(json.dumps(result, indent=2))
     plot(result, a.out / "probes.png")
     print(json.dumps({k: v for k, v in result.items() if k != "candidates"}, indent=2))
+
+
+# The issue's goals: key -> (bound, "<=" or ">=").
+GOALS: dict[str, tuple[float, str]] = {
+    "spearman_probe_vs_ort": (0.9, ">="),
+    "tuned_over_ort_median": (1.0, "<="),
+    "compile_measure_s_median": (3.0, "<="),
+    "tune_s_per_new_candidate": (30.0, "<="),
+    "task_hit_rate": (0.8, ">="),
+}
+
+
+def goals(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each goal with its measured value, whether it was met and, if not, by how much
+    (relative to the bound). Why a goal was missed is in the README's Probes section."""
+    out = {}
+    for key, (bound, op) in GOALS.items():
+        v = r.get(key)
+        met = v is not None and (v <= bound if op == "<=" else v >= bound)
+        miss = None if met or v is None else abs(v - bound) / bound
+        out[key] = {"value": v, "goal": f"{op} {bound:g}", "met": met, "missed_by": miss}
+    return out
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
