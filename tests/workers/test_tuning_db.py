@@ -53,3 +53,36 @@ def _other_writer_commits(path: Path) -> None:
 
     writer = ms.database.JSONDatabase(work_dir=str(path), module_equality=tuning.MODULE_EQUALITY)
     writer.commit_workload(_workload())
+
+
+def test_compiling_the_fused_module_matches_compile_relax(tmp_path: Path) -> None:
+    """The probe compiles the module its tasks were extracted from (no second legalize +
+    fuse); the result must compute what ``compile_relax`` on the unfused module computes."""
+    import numpy as np
+
+    from hw_profiles import get_profile
+    from workers.probe.build import compile_module, tuning_state
+    from workers.probe.canary import canary_input, canary_net
+    from workers.probe.lowering import to_relax
+    from workers.probe.measure import run_outputs
+    from workers.probe.targets import device_of, resolve_target, tvm
+
+    tvm()  # sets TVM's thread count before the import
+    from tvm import relax
+
+    profile = get_profile("x86/local")
+    target = resolve_target(profile)
+    mod = to_relax(canary_net(), canary_input())
+    state = tuning_state(mod, target, profile, tmp_path, 0.0)  # no records: default schedules
+    assert state.fused is not None and len(state.tasks) > 0
+    dev = device_of(profile)
+    x = [np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)]
+    fused = run_outputs(
+        relax.VirtualMachine(compile_module(mod, target, profile, state.db, state.fused), dev),
+        dev,
+        x,
+    )
+    whole = run_outputs(
+        relax.VirtualMachine(tuning.compile_tuned(mod, target, state.db), dev), dev, x
+    )
+    np.testing.assert_allclose(fused, whole, rtol=1e-5, atol=1e-6)
