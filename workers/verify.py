@@ -28,7 +28,7 @@ from workers.dense import dense_candidate
 from workers.evaluate import tvm_file
 from workers.probe.build import compile_module, export_library, tuning_state
 from workers.probe.cache import structure_hash, tensor_shapes
-from workers.probe.canary import CANARY_SHAPE
+from workers.probe.canary import CANARY_SHAPE, canary_beside
 from workers.probe.lowering import deployable, to_relax
 from workers.probe.structure import structural_model
 from workers.probe.targets import resolve_target, tvm
@@ -87,7 +87,7 @@ def _verify_profile(req: VerifyRequest, profile_name: str) -> dict[int, Verified
         card = json.loads((bundle / "card.json").read_text())
         search = card["latency"][profile_name]
         lib = bundle / tvm_file(profile_name)
-        canary = lib.with_name(f"{lib.stem}.canary.so")
+        canary = canary_beside(lib)
         if search["target"] != str(target) or not lib.is_file() or not canary.is_file():
             out[p.number] = _failed(
                 f"library for {search['target']} cannot be verified on this node "
@@ -134,7 +134,7 @@ def dense_library(cand: Candidate, profile_name: str, req: VerifyRequest) -> tup
     path = root / f"{key}.so"
     if not path.is_file():
         tmp = root / f"{key}.{os.getpid()}.tmp.so"
-        export_library(compile_module(mod, target, profile, state.db, state.fused), tmp, profile)
+        export_library(compile_module(mod, target, profile, state), tmp, profile)
         tmp.replace(path)
     return str(path), state.kind, state.partial
 

@@ -69,6 +69,7 @@ def test_compiling_the_fused_module_matches_compile_relax(tmp_path: Path) -> Non
 
     tvm()  # sets TVM's thread count before the import
     from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
 
     profile = get_profile("x86/local")
     target = resolve_target(profile)
@@ -78,11 +79,15 @@ def test_compiling_the_fused_module_matches_compile_relax(tmp_path: Path) -> Non
     dev = device_of(profile)
     x = [np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)]
     fused = run_outputs(
-        relax.VirtualMachine(compile_module(mod, target, profile, state.db, state.fused), dev),
+        relax.VirtualMachine(compile_module(mod, target, profile, state), dev),
         dev,
         x,
     )
     whole = run_outputs(
-        relax.VirtualMachine(tuning.compile_tuned(mod, target, state.db), dev), dev, x
+        relax.VirtualMachine(
+            ms.relax_integration.compile_relax(state.db, tuning.prepare(mod), target, None), dev
+        ),
+        dev,
+        x,
     )
     np.testing.assert_allclose(fused, whole, rtol=1e-5, atol=1e-6)

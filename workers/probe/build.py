@@ -92,21 +92,20 @@ def tuning_state(
     )
 
 
-def compile_module(mod: Any, target: Any, profile: Profile, db: Any, fused: Any = None) -> Any:
-    """Compile with ``db``'s tuned schedules, or the default pipeline when there is none.
+def compile_module(mod: Any, target: Any, profile: Profile, state: TuningState | None) -> Any:
+    """Compile with ``state``'s tuned schedules, or the default pipeline when it has no
+    database (GPU profiles, tuning off, or no state).
 
-    ``fused`` (:attr:`TuningState.fused`, the module the tuning tasks were extracted from)
-    skips legalizing and fusing ``mod`` a second time: the same passes, run once.
+    With a database the module compiled is :attr:`TuningState.fused`, the one the tuning
+    tasks were extracted from: ``mod`` is not legalized and fused a second time.
     """
     t = tvm()
     from tvm import relax
 
     if is_gpu(profile):  # CUDA source is compiled when the module is loaded on the GPU
         os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
-    if db is not None and fused is not None:
-        return compile_fused(fused, target, db)
-    if db is not None:
-        return tuning.compile_tuned(mod, target, db)
+    if state is not None and state.db is not None:
+        return compile_fused(state.fused, target, state.db)
     prepared = tuning.prepare(mod)
     return t.compile(prepared, target=target, relax_pipeline=relax.get_default_pipeline(target))
 

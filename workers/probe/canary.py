@@ -82,6 +82,11 @@ def canary_kind(profile: Profile) -> str:
     return "metaschedule" if can_tune(profile) else "untuned"
 
 
+def canary_beside(library: Path) -> Path:
+    """Where a shipped library's canary copy lives: ``<stem>.canary.so`` next to it."""
+    return library.with_name(f"{library.stem}.canary.so")
+
+
 def canary_id(profile: Profile, target: Any, kind: str) -> str:
     blob = f"{CANARY_VERSION}|{profile.name}|{target}|{tvm().__version__}|{kind}"
     return "canary-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -115,7 +120,7 @@ def _build(
 
     mod = to_relax(canary_net(), canary_input())
     state = tuning_state(mod, target, profile, tuning_root, CANARY_TUNE_S)
-    ex = compile_module(mod, target, profile, state.db, state.fused)
+    ex = compile_module(mod, target, profile, state)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.so")
     export_library(ex, tmp, profile)
     tmp.replace(path)

@@ -30,7 +30,7 @@ from workers.lease import timing_lease
 from workers.probe import tuning
 from workers.probe.build import TuningState, compile_module, export_library, tuning_state
 from workers.probe.cache import ProbeCache, cache_key, structure_hash, tensor_shapes
-from workers.probe.canary import Canary, canary_input, get_canary
+from workers.probe.canary import Canary, canary_beside, canary_input, get_canary
 from workers.probe.errors import ProbeError
 from workers.probe.lowering import deployable, to_relax
 from workers.probe.measure import load_vm, local_vm, run_outputs
@@ -212,11 +212,10 @@ def _compile_check_time(
     singles = [batch[i : i + 1].numpy() for i in range(batch.shape[0])]
     try:
         t0 = time.perf_counter()
-        ex = compile_module(mod, target, profile, state.db, state.fused)
+        ex = compile_module(mod, target, profile, state)
         if library_path is not None:
             export_library(ex, library_path, profile)
-            canary_copy = library_path.with_name(f"{library_path.stem}.canary.so")
-            canary_copy.write_bytes(canary.path.read_bytes())
+            canary_beside(library_path).write_bytes(canary.path.read_bytes())
         compile_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         remote: dict[str, Any] = {}
@@ -242,7 +241,7 @@ def _compile_check_time(
     except ProbeError:
         if library_path is not None:  # nothing ships that failed its check
             library_path.unlink(missing_ok=True)
-            library_path.with_name(f"{library_path.stem}.canary.so").unlink(missing_ok=True)
+            canary_beside(library_path).unlink(missing_ok=True)
         raise
     return _Run(w, numerics, compile_s, measure_s, remote)
 

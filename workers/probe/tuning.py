@@ -255,7 +255,9 @@ def tune(
             if budget_s is not None and time.perf_counter() - t0 >= budget_s:
                 untried += chunk
                 continue
-            chunk = missing(chunk, db)  # a task sharing an anchor block just tuned has one now
+            # under a coarser equality than structural (anchor-block), tuning one task can
+            # give another its record
+            chunk = missing(chunk, db)
             if not chunk:
                 continue
             if progress:
@@ -398,10 +400,3 @@ def save_cost_model(model: Any, path: Path) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     model.save(str(tmp))
     tmp.replace(path)
-
-
-def compile_tuned(mod: Any, target: Any, db: Any) -> Any:
-    """Compile with the tuned schedules in ``db`` (untuned tasks get default schedules)."""
-    from tvm.s_tir import meta_schedule as ms
-
-    return ms.relax_integration.compile_relax(db, prepare(mod), target, params=None)
