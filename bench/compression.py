@@ -1,22 +1,27 @@
-"""Compression benchmark: accuracy vs size and vs latency on Fashion-MNIST, fixed architecture.
+"""Compression benchmark: every technique alone and combined on Fashion-MNIST, fixed architecture.
 
-Grid: prune {0, .25, .5, .75} x weight bits {32, 8, 4} x rank {1, 1/2, 1/4}, with or without
-knowledge distillation (``--kd``). One dense parent is trained; each (prune, rank, kd) is shrunk and
-fine-tuned once and then quantized at each bit-width (8: PTQ, 4: QAT, activations 8-bit for
-both). Accuracy is on the 10k test split. Size is the packed-weights payload.
+One dense parent (CNN 32-64-128) is trained. Each *shrink* (structured prune ratio, low-rank
+fraction, unstructured sparsity, distillation mode) is fine-tuned once, then coded in several
+weight formats: float32, int8 (PTQ), int4 / int2 / ternary / binary (QAT, straight-through),
+k-means codebooks of 2 / 4 / 6 bits (centroids fine-tuned). Integer-coded formats run with 8-bit
+activations (int8 kernels); float and codebook formats with float activations. Stem and head
+stay at 8 bits (integer formats) or float32. Unstructured sparsity is gradual (3 rounds, cubic
+schedule) with one global magnitude threshold over the stage layers. Accuracy is on the 10k test split; size is the
+packed-weights file (:mod:`workers.compress.pack`: levels, codebooks, bitmasks, scales).
 
 Latency is measured point by point: every distinct lowered structure (the compressed graph as
-TVM compiles it, int8 layers as int8 kernels, so an 8-bit point is its own structure) is
-MetaSchedule-tuned (``--tune-budget-s`` per structure, XGBoost cost model, one tuning
-database for the run) and timed on ``x86/local`` with the canary interleaved; points that lower
-to the same structure (KD or not, 4- or 8-bit integer weights) share that one measurement.
-Each point carries its ``structure`` id and ``latency_source``; ``int8_vs_fp32`` compares the
-fp32 and the int8 structure of each (prune, rank), on the machine it ran on.
+TVM compiles it, int8 layers as int8 kernels) is MetaSchedule-tuned (``--tune-budget-s`` per
+structure, XGBoost cost model, one tuning database for the run) and timed on ``x86/local``
+with the canary interleaved. Points that lower to the same structure share that measurement:
+sparse and codebook layers compute as dense float (these targets have no sparse or
+lookup-table kernels), and int8 / int4 / int2 / ternary / binary weights all run as int8
+kernels, so their latency is that of their dense structure, and ``latency_note`` says so.
+Each point carries ``technique`` (what it applies, e.g. ``prune+rank+int8``), ``structure``,
+``latency_source``, ``sparsity`` and ``codebook_bits``; ``kd_effect`` compares no KD, logit KD
+and logit + relation KD on the same low-bit points; ``int8_vs_fp32`` the fp32 and the int8
+structure of each (prune, rank).
 
-The KD comparison (``--kd both``) doubles the training; the default grid fine-tunes without KD
-so that tuning every structure fits the benchmark's hour on 2 cores.
-
-Usage: python bench/compression.py [--quick] [--kd off|on|both] [--tune-budget-s S] [--out DIR]
+Usage: python bench/compression.py [--quick] [--tune-budget-s S] [--out DIR]
 """
 
 from __future__ import annotations
@@ -42,23 +47,74 @@ from workers.compress import packed_size  # noqa: E402
 from workers.compress.fold import fold_batchnorm  # noqa: E402
 from workers.compress.pipeline import quantize_child, shrink  # noqa: E402
 from workers.data import load_splits  # noqa: E402
-from workers.models import assign_bits, example_input  # noqa: E402
+from workers.models import (  # noqa: E402
+    assign_bits,
+    example_input,
+    weight_layers,  # noqa: E402
+)
 from workers.parents import trained_parent  # noqa: E402
 from workers.probe import ProbeOptions, probe  # noqa: E402
 from workers.probe.cache import structure_hash, tensor_shapes  # noqa: E402
 from workers.probe.lowering import deployable, to_relax  # noqa: E402
-from workers.train import Recipe, accuracy  # noqa: E402
+from workers.train import Recipe, accuracy, predict  # noqa: E402
 
-PRUNES = (0.0, 0.25, 0.5, 0.75)
-BITS = (32, 8, 4)
-RANKS = (1.0, 0.5, 0.25)
 WIDTHS = (32, 64, 128)
+RELATION = 1000.0  # similarity-preserving KD weight (Tung & Mori's order of magnitude)
+KD_MODES: dict[str, dict[str, Any]] = {
+    "off": {"kd": False},
+    "logit": {"kd": True, "kd_alpha": 0.9, "kd_temperature": 4.0},
+    "relation": {"kd": True, "kd_alpha": 0.9, "kd_temperature": 4.0, "kd_relation": RELATION},
+}
+# weight formats: name -> (wformat, wbits)
+FORMATS: dict[str, tuple[str, int]] = {
+    "fp32": ("float", 32),
+    "int8": ("int", 8),
+    "int4": ("int", 4),
+    "int2": ("int", 2),
+    "ternary": ("ternary", 2),
+    "binary": ("binary", 1),
+    "km2": ("kmeans", 2),
+    "km4": ("kmeans", 4),
+    "km6": ("kmeans", 6),
+}
+LOW_BITS = ("int4", "ternary", "binary")
+# (prune, rank, sparsity, kd mode) -> formats; 47 points, 12 distinct structures
+GRID: dict[tuple[float, float, float, str], tuple[str, ...]] = {
+    (0.0, 1.0, 0.0, "off"): tuple(FORMATS),
+    (0.5, 1.0, 0.0, "off"): ("fp32", "int8", "int4", "ternary"),
+    (0.75, 1.0, 0.0, "off"): ("fp32", "int8", "int4", "ternary"),
+    (0.0, 0.5, 0.0, "off"): ("fp32", "int8", "int4", "ternary"),
+    (0.5, 0.5, 0.0, "off"): ("fp32", "int8", "int4", "ternary"),
+    (0.75, 0.5, 0.0, "off"): ("fp32", "int8", "int4", "ternary"),
+    (0.0, 1.0, 0.5, "off"): ("fp32", "int8", "km4"),
+    (0.0, 1.0, 0.75, "off"): ("fp32", "int8", "km4"),
+    (0.0, 1.0, 0.9, "off"): ("fp32", "int8", "km4"),
+    (0.5, 0.5, 0.75, "off"): ("int8", "km4", "ternary"),
+    (0.0, 1.0, 0.0, "logit"): LOW_BITS,
+    (0.0, 1.0, 0.0, "relation"): LOW_BITS,
+}
+QUICK_GRID: dict[tuple[float, float, float, str], tuple[str, ...]] = {
+    (0.0, 1.0, 0.0, "off"): ("fp32", "int8", "ternary", "binary", "km4"),
+    (0.5, 0.5, 0.5, "off"): ("int8", "km4"),
+    (0.0, 1.0, 0.0, "relation"): ("ternary",),
+}
 
 
-def candidate(prune: float, rank: float, wbits: int) -> Candidate:
-    abits = 32 if wbits == 32 else 8
+def candidate(prune: float, rank: float, fmt: str = "fp32", sparsity: float = 0.0) -> Candidate:
+    wformat, wbits = FORMATS[fmt]
+    integer = wformat in ("int", "ternary", "binary")
+    abits = 8 if integer else 32
     stages = tuple(
-        Stage(width=w, stride=2 if i < 2 else 1, wbits=wbits, abits=abits, prune=prune, rank=rank)
+        Stage(
+            width=w,
+            stride=2 if i < 2 else 1,
+            wbits=wbits,
+            wformat=wformat,  # type: ignore[arg-type]
+            abits=abits,
+            prune=prune,
+            rank=rank,
+            sparsity=sparsity,
+        )
         for i, w in enumerate(WIDTHS)
     )
     return Candidate(
@@ -67,9 +123,27 @@ def candidate(prune: float, rank: float, wbits: int) -> Candidate:
         input_shape=(1, 28, 28),
         num_classes=10,
         stages=stages,
-        head_wbits=8 if wbits < 32 else 32,
+        head_wbits=8 if integer else 32,
         head_abits=abits,
     )
+
+
+def technique(prune: float, rank: float, sparsity: float, fmt: str, kd: str) -> str:
+    """What a point applies, ``+``-joined (``none``: the fine-tuned dense model)."""
+    parts = []
+    if prune:
+        parts.append("prune")
+    if rank < 1:
+        parts.append("rank")
+    if sparsity:
+        parts.append("unstructured")
+    if fmt.startswith("km"):
+        parts.append("clustering")
+    elif fmt != "fp32":
+        parts.append(fmt)
+    if kd != "off":
+        parts.append("kd" if kd == "logit" else "relation-kd")
+    return "+".join(parts) or "none"
 
 
 class Latencies:
@@ -111,12 +185,6 @@ class Latencies:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny run to check the harness")
-    ap.add_argument(
-        "--kd",
-        choices=("off", "on", "both"),
-        default="off",
-        help="fine-tune with logit KD from the dense parent (both: the grid twice)",
-    )
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--cache", default="hwnas-data/bench-parents")
     ap.add_argument("--work", default="hwnas-data/bench-compression")
@@ -136,13 +204,16 @@ def main() -> int:
         batch_size=128,
         lr=3e-3,
         finetune_lr=1e-3,
+        kd=False,
+        sparsity_scope="global",  # one magnitude threshold over the sparse layers
+        sparsity_steps=1 if args.quick else 3,  # gradual (cubic schedule), one epoch between
     )
-    prunes, ranks = ((0.0, 0.5), (1.0, 0.5)) if args.quick else (PRUNES, RANKS)
+    grid = QUICK_GRID if args.quick else GRID
     if args.quick:
         test = type(test)(test.x[:2000], test.y[:2000])
     profile = get_profile("x86/local")
 
-    dense = candidate(0.0, 1.0, 32)
+    dense = candidate(0.0, 1.0)
     parent, hit = trained_parent(
         dense,
         dataset="fashion_mnist",
@@ -156,6 +227,7 @@ def main() -> int:
         flush=True,
     )
     base = fold_batchnorm(copy.deepcopy(parent).eval())
+    teacher_pred = predict(base, test)
     example = example_input(dense)
     work = Path(args.work)
     if work.exists():  # one run, one tuning database: nothing measured earlier is reported
@@ -170,38 +242,51 @@ def main() -> int:
     print(f"baseline {baseline}", flush=True)
 
     points = []
-    for kd in {"off": (False,), "on": (True,), "both": (False, True)}[args.kd]:
-        rec = Recipe(**{**recipe.__dict__, "kd": kd})
-        for prune in prunes:
-            for rank in ranks:
-                t0 = time.perf_counter()
-                # same architecture: the cached parent, annotated with this point's groups/ranks
-                point_parent, _ = trained_parent(
-                    candidate(prune, rank, 32),
-                    dataset="fashion_mnist",
-                    split_seed=0,
-                    recipe=recipe,
-                    train_data=data.train,
-                    cache_dir=Path(args.cache),
-                )
-                child = shrink(point_parent, data.train, rec)
-                for wbits in BITS:
-                    q = assign_bits(copy.deepcopy(child), candidate(prune, rank, wbits))
-                    q, info = quantize_child(q, data.train, rec, point_parent)
-                    p = {
-                        "prune": prune,
-                        "rank": rank,
-                        "wbits": wbits,
-                        "abits": 32 if wbits == 32 else 8,
-                        "kd": kd,
-                        "accuracy": accuracy(q, test),
-                        **lat.of(q, example),
-                        "size_bytes": packed_size(q),
-                        "quantization": info["quantization"] if wbits < 32 else "none",
-                    }
-                    points.append(p)
-                    print(json.dumps(p), flush=True)
-                print(f"  ({prune}, {rank}, kd={kd}) {time.perf_counter() - t0:.1f} s", flush=True)
+    for (prune, rank, sparsity, kd), formats in grid.items():
+        t0 = time.perf_counter()
+        rec = Recipe(**{**recipe.__dict__, **KD_MODES[kd]})
+        # same architecture: the cached parent, annotated with this shrink's groups/ranks/zeros
+        point_parent, _ = trained_parent(
+            candidate(prune, rank, "fp32", sparsity),
+            dataset="fashion_mnist",
+            split_seed=0,
+            recipe=recipe,
+            train_data=data.train,
+            cache_dir=Path(args.cache),
+        )
+        child = shrink(point_parent, data.train, rec)
+        for fmt in formats:
+            q = assign_bits(copy.deepcopy(child), candidate(prune, rank, fmt, sparsity))
+            q, info = quantize_child(q, data.train, rec, point_parent)
+            pred = predict(q, test)
+            wformat, wbits = FORMATS[fmt]
+            p = {
+                "technique": technique(prune, rank, sparsity, fmt, kd),
+                "prune": prune,
+                "rank": rank,
+                "sparsity": sparsity,
+                "wformat": wformat,
+                "wbits": wbits,
+                "codebook_bits": wbits if wformat == "kmeans" else None,
+                "abits": 8 if wformat in ("int", "ternary", "binary") else 32,
+                "kd": kd != "off",
+                "kd_mode": kd,
+                "accuracy": float((pred == test.y).mean()),
+                "teacher_agreement": float((pred == teacher_pred).mean()),
+                **lat.of(q, example),
+                "size_bytes": packed_size(q),
+                "measured_sparsity": measured_sparsity(q),
+                "quantization": info["quantization"] if fmt != "fp32" else "none",
+            }
+            p["speedup"] = baseline["latency_ms"] / p["latency_ms"]
+            p["size_ratio"] = baseline["size_bytes"] / p["size_bytes"]
+            p["accuracy_loss"] = baseline["accuracy"] - p["accuracy"]
+            points.append(p)
+            print(json.dumps(p), flush=True)
+        print(
+            f"  ({prune}, {rank}, s{sparsity}, kd={kd}) {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
 
     ok = [p for p in points if p["accuracy"] >= baseline["accuracy"] - 0.01]
     best_speed = max((baseline["latency_ms"] / p["latency_ms"] for p in ok), default=0.0)
@@ -219,17 +304,22 @@ def main() -> int:
         "machine": machine(),
         "latency_note": "each distinct lowered structure MetaSchedule-tuned and timed once "
         f"(<= {args.tune_budget_s:.0f} s tuning each, 1 thread, canary interleaved); points of "
-        "one structure share its measurement",
+        "one structure share its measurement. Sparse and k-means layers compute as dense float "
+        "weights and every integer code (int8/4/2, ternary, binary) as int8 kernels on this "
+        "target: their latency is measured on that dense structure, and their gain is size",
         "structures": len(lat.measured),
         "tuning_s": round(sum(m["tune_s"] for m in lat.measured.values()), 1),
         "partial_structures": sum(
             "without a record" in m["latency_source"] for m in lat.measured.values()
         ),
         "int8_vs_fp32": pairs,
+        "kd_effect": kd_effect(points),
         "architecture": dense.summary(),
         "recipe": recipe.__dict__,
+        "kd_modes": KD_MODES,
         "baseline": baseline,
         "points": points,
+        "by_technique": by_technique(points),
         "summary": {
             "within_1pt_best_speedup": best_speed,
             "within_1pt_best_size_ratio": best_size,
@@ -247,12 +337,54 @@ def main() -> int:
     return 0
 
 
+def measured_sparsity(net: torch.nn.Module) -> float:
+    """Fraction of zero weights over the stage layers (what the bitmask stores)."""
+    layers = [m for n, m in weight_layers(net) if n.startswith("stages.")]
+    zeros = sum(int((m.weight == 0).sum()) for m in layers)
+    return zeros / max(1, sum(m.weight.numel() for m in layers))
+
+
+def kd_effect(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per format at (prune 0, rank 1, sparsity 0): accuracy and teacher agreement without KD,
+    with logit KD and with logit + relation KD (same seed, same shrink budget)."""
+    out = []
+    plain = [p for p in points if (p["prune"], p["rank"], p["sparsity"]) == (0.0, 1.0, 0.0)]
+    for fmt in sorted({(p["wformat"], p["wbits"]) for p in plain}):
+        row: dict[str, Any] = {"wformat": fmt[0], "wbits": fmt[1]}
+        for p in plain:
+            if (p["wformat"], p["wbits"]) == fmt:
+                row[p["kd_mode"]] = {
+                    "accuracy": p["accuracy"],
+                    "teacher_agreement": p["teacher_agreement"],
+                }
+        if len(row) > 3:
+            out.append(row)
+    return out
+
+
+def by_technique(points: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The best point of each technique by accuracy, with its ratios."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in points:
+        cur = out.get(p["technique"])
+        if cur is None or p["accuracy"] > cur["accuracy"]:
+            out[p["technique"]] = {
+                k: p[k] for k in ("accuracy", "accuracy_loss", "speedup", "size_ratio", "structure")
+            }
+    return dict(sorted(out.items()))
+
+
 def int8_vs_fp32(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (prune, rank): the fp32 structure's latency over the 8-bit one's (same shapes)."""
     out = []
     for prune in sorted({p["prune"] for p in points}):
         for rank in sorted({p["rank"] for p in points}):
-            sel = {p["wbits"]: p for p in points if (p["prune"], p["rank"]) == (prune, rank)}
+            sel = {
+                p["wbits"]: p
+                for p in points
+                if (p["prune"], p["rank"], p["sparsity"], p["kd_mode"]) == (prune, rank, 0.0, "off")
+                and p["wformat"] in ("int", "float")
+            }
             if 32 in sel and 8 in sel:
                 f, i = sel[32], sel[8]
                 out.append(
@@ -281,7 +413,19 @@ def best_point(ok: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]
             base["latency_ms"] / p["latency_ms"] / 3, base["size_bytes"] / p["size_bytes"] / 8
         ),
     )
-    keys = ("prune", "rank", "wbits", "abits", "kd", "accuracy", "structure", "latency_ms")
+    keys = (
+        "technique",
+        "prune",
+        "rank",
+        "sparsity",
+        "wformat",
+        "wbits",
+        "abits",
+        "kd",
+        "accuracy",
+        "structure",
+        "latency_ms",
+    )
     return {
         **{k: p[k] for k in keys},
         "speedup": base["latency_ms"] / p["latency_ms"],
@@ -309,7 +453,23 @@ def plot(result: dict, path: Path) -> None:  # type: ignore[type-arg]
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-    colors = {32: "tab:blue", 8: "tab:orange", 4: "tab:red"}
+    colors = {
+        "fp32": "tab:blue",
+        "int8": "tab:orange",
+        "int4": "tab:red",
+        "int2": "tab:brown",
+        "ternary": "tab:purple",
+        "binary": "tab:pink",
+        "k-means": "tab:green",
+    }
+
+    def family(p: dict[str, Any]) -> str:
+        if p["wformat"] == "kmeans":
+            return "k-means"
+        if p["wformat"] in ("ternary", "binary"):
+            return str(p["wformat"])
+        return f"{'fp' if p['wformat'] == 'float' else 'int'}{p['wbits']}"
+
     base = result["baseline"]
     for ax, key, label in (
         (axes[0], "size_bytes", "packed size (KB, log)"),
@@ -320,8 +480,8 @@ def plot(result: dict, path: Path) -> None:  # type: ignore[type-arg]
             ax.scatter(
                 x,
                 p["accuracy"],
-                c=colors[p["wbits"]],
-                marker="o" if p["kd"] else "x",
+                c=colors[family(p)],
+                marker="s" if p["kd"] else ("^" if p["sparsity"] else "o"),
                 alpha=0.75,
                 s=28,
             )
@@ -329,16 +489,17 @@ def plot(result: dict, path: Path) -> None:  # type: ignore[type-arg]
         ax.scatter(bx, base["accuracy"], c="black", marker="*", s=160, label="dense fp32")
         ax.axhline(base["accuracy"] - 0.01, color="gray", ls="--", lw=0.8, label="-1 pt")
         ax.set_xscale("log")
+        ax.set_ylim(max(0.0, base["accuracy"] - 0.25), base["accuracy"] + 0.02)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (Fashion-MNIST)")
     handles = [
-        plt.Line2D([], [], color=c, marker="o", ls="", label=f"{b}-bit weights")
+        plt.Line2D([], [], color=c, marker="o", ls="", label=f"{b} weights")
         for b, c in colors.items()
     ]
     handles += [
-        plt.Line2D([], [], color="gray", marker="o", ls="", label="with KD"),
-        plt.Line2D([], [], color="gray", marker="x", ls="", label="without KD"),
+        plt.Line2D([], [], color="gray", marker="s", ls="", label="with KD (logit / relation)"),
+        plt.Line2D([], [], color="gray", marker="^", ls="", label="unstructured sparse"),
     ]
     axes[1].legend(handles=handles + axes[1].get_legend_handles_labels()[0], loc="lower right")
     fig.suptitle(f"hwnas compression on Fashion-MNIST: {result['architecture']}", fontsize=9)

@@ -50,6 +50,10 @@ FASHION_JOB: dict[str, Any] = {
         "expand": [1, 3],
         "kernel": [3],
         "wbits": [4, 8, 16, 32],
+        "codebook_bits": [0],  # the toolbox's newer dimensions off: the committed job's space
+        "sparsity": [0.0],
+        "kd_alpha": [0.5],
+        "kd_relation": [0.0],
         "abits": [8, 16, 32],
         "prune": [0.0, 0.25, 0.5],
         "rank": [1.0, 0.5],

@@ -50,8 +50,16 @@ from service.settings import Settings  # noqa: E402
 
 log = logging.getLogger("bench.search")
 PROFILE = "x86/local"
-NO_COMPRESSION = {"wbits": [32], "abits": [32], "prune": [0.0], "rank": [1.0], "head_wbits": [32]}
-COMPRESSION_SUFFIXES = ("wbits", "abits", "prune", "rank")
+NO_COMPRESSION = {
+    "wbits": [32],
+    "codebook_bits": [0],
+    "abits": [32],
+    "sparsity": [0.0],
+    "prune": [0.0],
+    "rank": [1.0],
+    "head_wbits": [32],
+}
+COMPRESSION_SUFFIXES = ("wbits", "codebook_bits", "abits", "sparsity", "prune", "rank")
 
 DATASETS: dict[str, dict[str, Any]] = {
     "digits": {

@@ -4,10 +4,12 @@ from search_spaces import _joint, _small  # noqa: F401  (register the built-in s
 from search_spaces._candidate import (
     ACT_BITS,
     FAMILIES,
+    FORMAT_BITS,
     SCHEMA_VERSION,
     WEIGHT_BITS,
     Candidate,
     Compression,
+    Distill,
     Stage,
 )
 from search_spaces._errors import (
@@ -28,6 +30,8 @@ __all__ = [
     "HwnasError",
     "ACT_BITS",
     "Compression",
+    "Distill",
+    "FORMAT_BITS",
     "FAMILIES",
     "Stage",
     "SchemaVersionError",

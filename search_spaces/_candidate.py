@@ -1,4 +1,19 @@
-"""The point in the joint space: architecture x per-stage (or per-block) bits x prune x rank."""
+"""The point in the joint space: architecture x per-stage (or per-block) weight format x prune
+x rank x unstructured sparsity, plus the candidate's distillation settings.
+
+Weight formats (``wformat``, with ``wbits`` the bits stored per weight):
+
+- ``float``: 32 = float32, 16 = float16;
+- ``int``: symmetric per-channel integers, levels [-(2^(b-1) - 1), 2^(b-1) - 1] for 4 and 8 bits;
+  2 bits is a true 4-level code, levels {-2, -1, 0, 1} (two's complement);
+- ``ternary``: {-a, 0, +a} per output channel, threshold-based (TWN), stored at 2 bits;
+- ``binary``: {-a, +a} per output channel (a = mean |w|), stored at 1 bit;
+- ``kmeans``: a per-layer codebook of 2^wbits float centroids (weight sharing), indices stored at
+  ``wbits`` bits; computes as dense float weights.
+
+Schema 2 called ternary ``wbits: 2``; version-2 candidates are upgraded on load with their
+2-bit layers as ``ternary`` (what they computed), so nothing stored changes meaning.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +22,36 @@ import json
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-SCHEMA_VERSION = 2
-WEIGHT_BITS = (2, 4, 8, 16, 32)
+SCHEMA_VERSION = 3
+HEAD_WEIGHT_BITS = (4, 8, 16, 32)
+WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 8, 16, 32)
 ACT_BITS = (8, 16, 32)
+WeightFormat = Literal["float", "int", "ternary", "binary", "kmeans"]
+FORMAT_BITS: dict[str, tuple[int, ...]] = {
+    "float": (16, 32),
+    "int": (2, 4, 8),
+    "ternary": (2,),
+    "binary": (1,),
+    "kmeans": (1, 2, 3, 4, 5, 6, 8),
+}
+INT_CODED = ("int", "ternary", "binary")  # integer levels x per-channel scale: int8 kernels fit
+MAX_SPARSITY = 0.95
+
+
+def default_format(wbits: int) -> str:
+    """The format a bare ``wbits`` means: float at 16 / 32, binary at 1, integers otherwise."""
+    return "float" if wbits >= 16 else "binary" if wbits == 1 else "int"
+
+
 FAMILIES = ("cnn", "mlp", "mbv2", "resnet")
 
 
@@ -19,24 +59,43 @@ class Compression(BaseModel):
     """How one block (or every block of a stage) is compressed.
 
     Attributes:
-        wbits: weight bits; 32 = float32, 16 = float16, lower = symmetric per-channel integers.
+        wbits: bits stored per weight (see the module docstring for each format's levels).
+        wformat: weight format; inferred from ``wbits`` when not given (float at 16 / 32,
+            binary at 1, int otherwise).
         abits: activation bits at the input of each conv/linear; 32 = float.
         prune: fraction of prunable channels removed (structured).
         rank: fraction of full rank kept by low-rank factorization; 1.0 keeps layers dense.
+        sparsity: fraction of each layer's weights zeroed by magnitude (unstructured); stored
+            as a bitmask plus the surviving values, computed dense.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    wformat: WeightFormat = "float"  # before wbits: wbits is checked against it
     wbits: int = 32
     abits: int = 32
     prune: float = Field(default=0.0, ge=0.0, le=0.9)
     rank: float = Field(default=1.0, gt=0.0, le=1.0)
+    sparsity: float = Field(default=0.0, ge=0.0, le=MAX_SPARSITY)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_format(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("wformat") is None:
+            bits = data.get("wbits", 32)
+            data = {**data, "wformat": default_format(bits) if isinstance(bits, int) else "float"}
+        return data
 
     @field_validator("wbits")
     @classmethod
-    def _wbits(cls, v: int) -> int:
+    def _wbits(cls, v: int, info: ValidationInfo) -> int:
         if v not in WEIGHT_BITS:
             raise ValueError(f"wbits must be one of {WEIGHT_BITS}, got {v}")
+        fmt = info.data.get("wformat")
+        if fmt in FORMAT_BITS and v not in FORMAT_BITS[fmt]:
+            raise ValueError(
+                f"wformat {fmt!r} stores {list(FORMAT_BITS[fmt])} bits per weight, got {v}"
+            )
         return v
 
     @field_validator("abits")
@@ -45,6 +104,33 @@ class Compression(BaseModel):
         if v not in ACT_BITS:
             raise ValueError(f"abits must be one of {ACT_BITS}, got {v}")
         return v
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity(cls, v: float, info: ValidationInfo) -> float:
+        if v > 0 and info.data.get("wformat") == "binary":
+            raise ValueError("binary weights have no zero: sparsity must be 0 with wformat binary")
+        return v
+
+    def code(self) -> dict[str, Any]:
+        """The weight-code fields only (what a layer's ``hw`` annotation carries)."""
+        return {"wbits": self.wbits, "wformat": self.wformat, "sparsity": self.sparsity}
+
+
+class Distill(BaseModel):
+    """How a compressed candidate is fine-tuned from its dense parent (when the job's training
+    recipe has KD on).
+
+    Loss: ``(1 - alpha) * CE + alpha * T^2 * KL`` on logits at ``temperature``, plus
+    ``relation`` times the similarity-preserving loss (batch Gram matrices of each stage's
+    output, Tung & Mori 2019) summed over the stages.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    temperature: float = Field(default=4.0, gt=0.0, le=20.0)
+    relation: float = Field(default=0.0, ge=0.0, le=100_000.0)
 
 
 class Stage(Compression):
@@ -74,7 +160,14 @@ class Stage(Compression):
         """Compression of block ``i`` (the stage's own when not set per block)."""
         if self.blocks is not None:
             return self.blocks[i]
-        return Compression(wbits=self.wbits, abits=self.abits, prune=self.prune, rank=self.rank)
+        return Compression(
+            wbits=self.wbits,
+            wformat=self.wformat,
+            abits=self.abits,
+            prune=self.prune,
+            rank=self.rank,
+            sparsity=self.sparsity,
+        )
 
 
 class Candidate(BaseModel):
@@ -82,8 +175,11 @@ class Candidate(BaseModel):
 
     Self-contained (input shape and class count included) so a probe can lower it without the
     dataset. ``structural_hash`` identifies it; ``arch_hash`` only the dense architecture, which
-    is what a trained parent is cached by. Stem and head use ``head_wbits`` / ``head_abits``.
-    Version-1 candidates (``layers`` instead of ``stages``) are upgraded on load.
+    is what a trained parent is cached by. Stem and head use ``head_wbits`` / ``head_abits``
+    (float or integer formats only: kept at higher precision). ``distill`` (None: the job's
+    recipe decides) sets how the candidate is distilled from its parent.
+    Version-1 candidates (``layers`` instead of ``stages``) and version-2 ones (ternary written
+    ``wbits: 2``) are upgraded on load.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -99,12 +195,15 @@ class Candidate(BaseModel):
     stages: tuple[Stage, ...] = Field(min_length=1, max_length=16)
     head_wbits: int = 8
     head_abits: int = 32
+    distill: Distill | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("schema_version") == 1 and "layers" in data:
-            return _upgrade_v1(data)
+            data = _upgrade_v1(data)
+        if isinstance(data, dict) and data.get("schema_version") == 2:
+            data = _upgrade_v2(data)
         return data
 
     @field_validator("schema_version")
@@ -119,7 +218,9 @@ class Candidate(BaseModel):
     @field_validator("head_wbits")
     @classmethod
     def _head_wbits(cls, v: int) -> int:
-        return Compression(wbits=v).wbits
+        if v not in HEAD_WEIGHT_BITS:
+            raise ValueError(f"head_wbits must be one of {HEAD_WEIGHT_BITS}, got {v}")
+        return v
 
     @field_validator("head_abits")
     @classmethod
@@ -159,14 +260,19 @@ class Candidate(BaseModel):
         """Hash of everything that shapes the compressed model (not the space name).
 
         Fields a family does not use (``kernel`` for MLPs, ``expand`` outside ``mbv2``) and
-        per-block entries equal to their stage's are normalised away first.
+        per-block entries equal to their stage's are normalised away first, and so are the
+        fields schema 3 added where they hold what schema 2 meant (the format a bare ``wbits``
+        implies, no sparsity, no candidate-level distillation), so hashes stored before stay
+        valid.
         """
         body = self.arch_dict()
         body["stages"] = [
-            {**a, "blocks": [s.block(i).model_dump() for i in range(s.depth)]}
+            {**a, "blocks": [_hashed(s.block(i)) for i in range(s.depth)]}
             for a, s in zip(body["stages"], self.stages, strict=True)
         ]
         body["head"] = [self.head_wbits, self.head_abits]
+        if self.distill is not None:
+            body["distill"] = self.distill.model_dump()
         return _digest(body)
 
     def block_count(self) -> int:
@@ -181,7 +287,9 @@ class Candidate(BaseModel):
                 arch += f" k{s.kernel}"
             if self.family == "mbv2":
                 arch += f" e{s.expand}"
-            comp = "mixed" if s.blocks else f"w{s.wbits}a{s.abits} p{s.prune:g} r{s.rank:g}"
+            comp = "mixed" if s.blocks else f"{_wname(s)}a{s.abits} p{s.prune:g} r{s.rank:g}"
+            if not s.blocks and s.sparsity:
+                comp += f" s{s.sparsity:g}"
             parts.append(f"{arch} {comp}")
         return f"{self.family} [{', '.join(parts)}] head w{self.head_wbits}a{self.head_abits}"
 
@@ -199,8 +307,48 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
                 stage["stride"], size = 2, size // 2
         stages.append(stage)
     out["stages"] = stages
-    out["schema_version"] = SCHEMA_VERSION
+    out["schema_version"] = 2  # then upgraded as any version-2 candidate
     return out
+
+
+def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 -> v3: a 2-bit layer was ternary ({-1, 0, 1} x scale); say so by name."""
+
+    def comp(c: dict[str, Any]) -> dict[str, Any]:
+        if c.get("wbits") == 2 and c.get("wformat") is None:
+            return {**c, "wformat": "ternary"}
+        return c
+
+    stages = []
+    for st in data.get("stages", []):
+        if isinstance(st, dict):
+            st = comp(st)
+            if isinstance(st.get("blocks"), list | tuple):
+                st = {**st, "blocks": [comp(b) if isinstance(b, dict) else b for b in st["blocks"]]}
+        stages.append(st)
+    if data.get("head_wbits") == 2:
+        raise ValueError(
+            "candidate schema 2 with head_wbits 2 (ternary head) cannot be upgraded: schema 3 "
+            f"keeps stem and head at {HEAD_WEIGHT_BITS} bits"
+        )
+    return {**data, "stages": stages, "schema_version": SCHEMA_VERSION}
+
+
+def _hashed(c: Compression) -> dict[str, Any]:
+    d = c.model_dump()
+    if d["wformat"] == default_format(d["wbits"]):
+        del d["wformat"]
+    if not d["sparsity"]:
+        del d["sparsity"]
+    return d
+
+
+def _wname(c: Compression) -> str:
+    if c.wformat in ("ternary", "binary"):
+        return f"{c.wformat} "
+    if c.wformat == "kmeans":
+        return f"km{c.wbits} "
+    return f"w{c.wbits}"
 
 
 def _digest(obj: Any) -> str:

@@ -14,20 +14,31 @@ from search_spaces._candidate import Candidate, Compression, Stage
 from search_spaces._registry import register_space
 from search_spaces._small import needs_image
 from search_spaces._space import Dimension, SearchSpace, SpaceContext, TrialLike
+from search_spaces._weights import (
+    WBITS_ALLOWED,
+    codebook_dim,
+    kd_dims,
+    sample_code,
+    sample_distill,
+    sparsity_dim,
+    wbits_dim,
+)
 
 COMPRESSION = [
-    Dimension(
-        name="wbits",
-        allowed=(2, 4, 8, 16, 32),
-        default=(2, 4, 8, 16, 32),
-        description="weight bits (32 = float, 16 = float16, else per-channel integers)",
+    wbits_dim(
+        WBITS_ALLOWED,
+        "weight code: 32 / 16 = float, 8 / 4 / 2 = per-channel integers (2: 4 levels), "
+        "ternary {-a, 0, a}, binary {-a, a}",
     ),
+    codebook_dim((0, 2, 4)),
     Dimension(
         name="abits",
         allowed=(8, 16, 32),
         default=(8, 16, 32),
-        description="activation bits at each conv / linear input (32 = float)",
+        description="activation bits at each conv / linear input with integer-coded weights "
+        "(32 = float)",
     ),
+    sparsity_dim((0.0, 0.5, 0.75)),
     Dimension(
         name="prune",
         allowed=(0.0, 0.25, 0.5, 0.75),
@@ -52,6 +63,7 @@ COMPRESSION = [
         default=(8, 32),
         description="stem and head activation bits",
     ),
+    *kd_dims(),
 ]
 
 
@@ -64,8 +76,7 @@ class _StagedSpace(SearchSpace):
     def _compression(self, trial: TrialLike, prefix: str) -> Compression:
         c = self.choices
         return Compression(
-            wbits=int(trial.suggest_categorical(f"{prefix}wbits", c["wbits"])),
-            abits=int(trial.suggest_categorical(f"{prefix}abits", c["abits"])),
+            **sample_code(trial, prefix, c),
             prune=float(trial.suggest_categorical(f"{prefix}prune", c["prune"])),
             rank=float(trial.suggest_categorical(f"{prefix}rank", c["rank"])),
         )
@@ -88,9 +99,8 @@ class _StagedSpace(SearchSpace):
                 comp = blocks[0]
             else:
                 blocks, comp = None, self._compression(trial, p)
-            stages.append(
-                Stage(depth=depth, stride=stride, blocks=blocks, **arch, **comp.model_dump())
-            )
+            fields = {"depth": depth, "stride": stride, "blocks": blocks, **arch}
+            stages.append(Stage.model_validate({**fields, **comp.model_dump()}))
         shape = self.context.input_shape if image else (math.prod(self.context.input_shape),)
         return Candidate(
             space=self.name,
@@ -103,6 +113,7 @@ class _StagedSpace(SearchSpace):
             stages=tuple(stages),
             head_wbits=int(trial.suggest_categorical("head.wbits", c["head_wbits"])),
             head_abits=int(trial.suggest_categorical("head.abits", c["head_abits"])),
+            distill=sample_distill(trial, c),
         )
 
 

@@ -1,4 +1,4 @@
-"""Small joint spaces: a plain CNN and an MLP, per-layer bits x prune x rank.
+"""Small joint spaces: a plain CNN and an MLP, per-layer weight code x prune x rank x sparsity.
 
 Sized for sklearn's digits and Fashion-MNIST on two cores. Each layer is a stage of depth 1.
 Parameter names are ``<family>.depth``, ``<family>.layer<i>.width`` and so on, so the dashboard
@@ -13,22 +13,31 @@ from typing import Any, ClassVar
 from search_spaces._candidate import Candidate, Stage
 from search_spaces._registry import register_space
 from search_spaces._space import Dimension, SearchSpace, SpaceContext, TrialLike
+from search_spaces._weights import (
+    codebook_dim,
+    kd_dims,
+    sample_code,
+    sample_distill,
+    sparsity_dim,
+    wbits_dim,
+)
 
 COMMON = [
-    Dimension(
-        name="wbits",
-        allowed=(2, 4, 8, 16, 32),
-        default=(4, 8, 32),
-        description="weight bits per layer (32 = float)",
+    wbits_dim(
+        ("ternary", 4, 8, 32),
+        "weight code per layer: 32 / 16 = float, 8 / 4 / 2 = integers (2: 4 levels), ternary "
+        "{-a, 0, a}, binary {-a, a} (per-channel a)",
     ),
+    codebook_dim((0, 4)),
     Dimension(
         name="abits",
         allowed=(8, 16, 32),
         default=(8, 32),
-        description="activation bits at the input of each layer with integer (<= 8-bit) "
-        "weights (8 with <= 8-bit weights runs as int8 x int8 -> int32 kernels); layers with "
-        "float weights (16 / 32) keep float activations",
+        description="activation bits at the input of each layer with integer-coded weights "
+        "(8 then runs as int8 x int8 -> int32 kernels); layers with float or codebook weights "
+        "keep float activations",
     ),
+    sparsity_dim((0.0, 0.5)),
     Dimension(
         name="prune",
         allowed=(0.0, 0.25, 0.5, 0.75),
@@ -42,6 +51,7 @@ COMMON = [
         description="low-rank fraction of full rank per layer (1 = dense)",
     ),
     Dimension(name="head_wbits", allowed=(4, 8, 16, 32), default=(8, 32), description="head bits"),
+    *kd_dims(),
 ]
 
 
@@ -59,14 +69,12 @@ def _sample_family(space: SearchSpace, trial: TrialLike, family: str, prefix: st
         if family == "cnn" and i < 2 and size >= 4:  # pool after the first two layers
             stride, size = 2, size // 2
         width = int(trial.suggest_categorical(p + "width", c["width"]))
-        wbits = int(trial.suggest_categorical(p + "wbits", c["wbits"]))
         stages.append(
             Stage(
                 width=width,
                 kernel=kernel,
                 stride=stride,
-                wbits=wbits,
-                abits=_abits(trial, p, wbits, c["abits"]),
+                **sample_code(trial, p, c),
                 prune=float(trial.suggest_categorical(p + "prune", c["prune"])),
                 rank=float(trial.suggest_categorical(p + "rank", c["rank"])),
             )
@@ -81,16 +89,8 @@ def _sample_family(space: SearchSpace, trial: TrialLike, family: str, prefix: st
         num_classes=space.context.num_classes,
         stages=tuple(stages),
         head_wbits=int(trial.suggest_categorical(f"{prefix}head.wbits", c["head_wbits"])),
+        distill=sample_distill(trial, c, prefix),
     )
-
-
-def _abits(trial: TrialLike, prefix: str, wbits: int, choices: tuple[Any, ...]) -> int:
-    """Activation bits: a choice for integer-weight layers (where 8 bits makes the layer an
-    int8 kernel); float-weight layers keep float activations (a quantizer there would only
-    add an op and error)."""
-    if wbits <= 8:
-        return int(trial.suggest_categorical(prefix + "abits", choices))
-    return 32
 
 
 def needs_image(name: str, context: SpaceContext) -> None:

@@ -2,7 +2,8 @@
 
 ``macs`` counts the multiply-accumulates of every conv and linear layer for one input sample;
 ``bitops`` weights each layer's MACs by its deployed weight x activation bit-widths (the usual
-BitOps of mixed-precision search: an 8x8-bit MAC is 64 BitOps, a float MAC 32 x 32).
+BitOps of mixed-precision search: an 8x8-bit MAC is 64 BitOps, a float MAC 32 x 32; k-means
+layers compute as float32 weights; sparse layers count dense, as they compute here).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def compute_cost(net: nn.Module, example: torch.Tensor) -> dict[str, int]:
             macs = layer.in_features * layer.out_features
         spec = spec_of(layer)
         counts["macs"] += macs
-        counts["bitops"] += macs * spec.wbits * spec.abits
+        counts["bitops"] += macs * spec.compute_wbits * spec.abits
 
     handles = [m.register_forward_hook(hook) for _, m in weight_layers(net)]
     try:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from search_spaces import Candidate
 
-_DENSE = {"wbits": 32, "abits": 32, "prune": 0.0, "rank": 1.0}
+_DENSE = {"wbits": 32, "wformat": "float", "abits": 32, "prune": 0.0, "rank": 1.0, "sparsity": 0.0}
 
 
 def dense_candidate(cand: Candidate) -> Candidate:
-    """``cand`` with every stage and block at 32 bits, unpruned, full rank; head at 32 bits."""
+    """``cand`` with every stage and block at float32, unpruned, full rank, no sparsity; head at
+    32 bits; no candidate-level distillation."""
     stages = tuple(s.model_copy(update={**_DENSE, "blocks": None}) for s in cand.stages)
     return Candidate.model_validate(
         {
@@ -20,5 +21,6 @@ def dense_candidate(cand: Candidate) -> Candidate:
             "stages": [s.model_dump(mode="json") for s in stages],
             "head_wbits": 32,
             "head_abits": 32,
+            "distill": None,
         }
     )

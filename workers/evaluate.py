@@ -24,11 +24,19 @@ from workers.compress import write_packed
 from workers.compress.pack import packed_size
 from workers.compress.pipeline import compress
 from workers.compress.rounding import CHANNEL_MULTIPLE
+from workers.compress.sparse import sparsity_of
 from workers.cost import compute_cost
 from workers.data import Split, Splits, load_splits
 from workers.dense import dense_candidate
 from workers.export import export_onnx, export_torchscript, write_card
-from workers.models import build_model, count_params, example_input, spec_of, weight_layers
+from workers.models import (
+    LayerSpec,
+    build_model,
+    count_params,
+    example_input,
+    spec_of,
+    weight_layers,
+)
 from workers.parents import trained_parent
 from workers.prefilter import prefilter
 from workers.probe import ProbeOptions
@@ -96,7 +104,7 @@ def evaluate(req: EvalRequest) -> EvalResult:
     export. When the pre-filter rejects the candidate, ``prefiltered`` is True and there is no
     training, no accuracy and no bundle."""
     cand = req.candidate
-    recipe = _scaled(Recipe(**req.recipe), req.epochs_fraction)
+    recipe = _scaled(Recipe(**req.recipe), req.epochs_fraction).with_distill(cand.distill)
     torch.set_num_threads(req.threads)
     clock = _Clock()
     options = ProbeOptions(
@@ -228,7 +236,16 @@ def structure_of(net: torch.nn.Module) -> dict[str, Any]:
     layers = []
     for name, m in weight_layers(net):
         spec = spec_of(m)
-        row: dict[str, Any] = {"name": name, "wbits": spec.wbits, "abits": spec.abits}
+        row: dict[str, Any] = {
+            "name": name,
+            "wbits": spec.wbits,
+            "wformat": spec.wformat,
+            "abits": spec.abits,
+            "sparsity": round(sparsity_of(m.weight.detach()), 4),
+            "computes_as": _computes_as(spec),
+        }
+        if spec.wformat == "kmeans":
+            row["codebook_bits"] = spec.wbits
         if isinstance(m, torch.nn.Conv2d):
             row |= {"kind": "conv", "in": m.in_channels, "out": m.out_channels}
             row |= {"kernel": list(m.kernel_size), "groups": m.groups}
@@ -242,6 +259,19 @@ def structure_of(net: torch.nn.Module) -> dict[str, Any]:
         "the multiple are not rounded",
         "layers": layers,
     }
+
+
+def _computes_as(spec: LayerSpec) -> str:
+    """How a layer's weights compute on the targets (the probe lowers the same)."""
+    if spec.int_coded and spec.abits <= 8:
+        how = "int8 kernel (integer levels x per-channel scale)"
+    elif spec.wformat == "kmeans":
+        how = "dense float32 weights (codebook values)"
+    else:
+        how = "dense float weights"
+    if spec.sparsity > 0:
+        how += "; sparse weights run dense (no sparse kernels on these targets)"
+    return how
 
 
 def card(
@@ -298,8 +328,13 @@ def card(
             "threads": {p: st.threads for p, st in latency.items()},
         },
         "notes": [
-            "Weights are stored packed at their bit-widths (weights.packed.safetensors); "
-            "model.pt and model.onnx hold the same quantized values as float32.",
+            "Weights are stored packed at their bit-widths (weights.packed.safetensors): "
+            "integer, ternary and binary levels with per-channel scales, k-means indices with "
+            "each layer's codebook, sparse layers as a bitmask plus their non-zero values; "
+            "model.pt and model.onnx hold the same values as float32.",
+            "Weight sharing (k-means) and unstructured sparsity shrink the stored size only: "
+            "those layers compute as dense float (or int8) weights on these targets, so their "
+            "latency is that of the dense structure (structure.layers[].computes_as).",
             "Latency: the compressed graph compiled by TVM per profile (int8 layers as int8 x "
             "int8 -> int32 kernels with requantization, fp16 on GPUs, fp32 otherwise), "
             "MetaSchedule-tuned on CPUs (XGBoost cost model); timed interleaved with the "

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces import Distill
 from workers.data import Split
 from workers.lease import ComputeSlots
 
@@ -26,8 +27,11 @@ class Recipe:
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
     feature_kd: float = 0.0
+    kd_relation: float = 0.0
     prune_criterion: str = "l1"
     prune_steps: int = 1
+    sparsity_steps: int = 1
+    sparsity_scope: str = "layer"
     conv_decomposition: str = "tucker2"
     rank_energy: float | None = None
     quant: str = "auto"
@@ -37,6 +41,17 @@ class Recipe:
     calib_batches: int = 16
     train_subset: int | None = None
     seed: int = 0
+
+    def with_distill(self, distill: Distill | None) -> Recipe:
+        """This recipe with a candidate's distillation settings (when KD is on at all)."""
+        if distill is None or not self.kd:
+            return self
+        return replace(
+            self,
+            kd_alpha=distill.alpha,
+            kd_temperature=distill.temperature,
+            kd_relation=distill.relation,
+        )
 
     def parent_part(self) -> dict[str, object]:
         """The fields a trained parent depends on (its cache key)."""
@@ -68,7 +83,10 @@ def fit(
 
     Logit KD: ``(1 - a) * CE + a * T^2 * KL(softmax(t / T) || softmax(s / T))``; with
     ``recipe.feature_kd`` > 0, plus that weight times the MSE between the teacher's penultimate
-    features and a learned linear map of the student's. Returns the last epoch's mean loss.
+    features and a learned linear map of the student's; with ``recipe.kd_relation`` > 0, plus
+    that weight times the similarity-preserving loss (Tung & Mori 2019) at every stage output
+    and the penultimate features (:func:`relation_loss`: it compares how the batch's samples
+    relate, so it needs no adapter when widths differ). Returns the last epoch's mean loss.
     """
     if epochs <= 0:
         return float("nan")
@@ -116,26 +134,57 @@ def _loss(
     teacher: nn.Module | None,
     adapter: nn.Linear | None,
 ) -> torch.Tensor:
-    """Cross-entropy, plus logit KD (and feature KD through ``adapter``) from ``teacher``."""
-    feats: torch.Tensor | None = None
-    if adapter is not None:
-        feats = model.features(x)  # type: ignore[operator]
-        logits = model.head(feats)  # type: ignore[operator]
-    else:
-        logits = model(x)
+    """Cross-entropy, plus logit KD (feature KD through ``adapter``, relation KD at every
+    stage) from ``teacher``."""
+    relation = teacher is not None and recipe.kd_relation > 0
+    want_feats = adapter is not None or relation
+    feats, logits, s_stages = forward_parts(model, x, feats=want_feats, stages=relation)
     loss = F.cross_entropy(logits, y)
     if teacher is None:
         return loss
     t = recipe.kd_temperature
     with torch.no_grad():
-        t_feats = teacher.features(x) if adapter is not None else None  # type: ignore[operator]
-        t_logits = teacher.head(t_feats) if adapter is not None else teacher(x)  # type: ignore[operator]
+        t_feats, t_logits, t_stages = forward_parts(teacher, x, feats=want_feats, stages=relation)
     soft = F.softmax(t_logits / t, dim=1)
     kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean")
     loss = (1 - recipe.kd_alpha) * loss + recipe.kd_alpha * t * t * kd
     if adapter is not None and feats is not None and t_feats is not None:
         loss = loss + recipe.feature_kd * F.mse_loss(adapter(feats), t_feats)
+    if relation and feats is not None and t_feats is not None:
+        pairs = [*zip(s_stages, t_stages, strict=False), (feats, t_feats)]
+        loss = loss + recipe.kd_relation * sum(relation_loss(a, b) for a, b in pairs)
     return loss
+
+
+def forward_parts(
+    model: nn.Module, x: torch.Tensor, *, feats: bool, stages: bool
+) -> tuple[torch.Tensor | None, torch.Tensor, list[torch.Tensor]]:
+    """Penultimate features (when asked), logits, and each stage's output (when asked)."""
+    outs: list[torch.Tensor] = []
+    handles = []
+    if stages and isinstance(getattr(model, "stages", None), nn.ModuleList):
+        for stage in model.stages:  # type: ignore[union-attr]
+            handles.append(stage.register_forward_hook(lambda _m, _i, o: outs.append(o)))
+    try:
+        if feats and hasattr(model, "features"):
+            f = model.features(x)  # type: ignore[operator]
+            return f, model.head(f), outs  # type: ignore[operator]
+        return None, model(x), outs
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def relation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Similarity-preserving KD: ``||G_s - G_t||_F^2 / b^2`` with ``G`` each side's
+    row-normalised batch Gram matrix of the flattened activations."""
+    b = student.shape[0]
+
+    def gram(a: torch.Tensor) -> torch.Tensor:
+        flat = a.reshape(b, -1)
+        return F.normalize(flat @ flat.t(), dim=1)
+
+    return ((gram(student) - gram(teacher)) ** 2).sum() / (b * b)
 
 
 def batches(

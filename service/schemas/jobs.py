@@ -43,10 +43,29 @@ class Training(BaseModel):
     batch_size: int = Field(default=64, ge=1, le=4096)
     lr: float = Field(default=3e-3, gt=0, le=1)
     finetune_lr: float = Field(default=1e-3, gt=0, le=1)
-    kd: bool = Field(default=True, description="distil from the dense parent while fine-tuning")
+    kd: bool = Field(
+        default=True,
+        description="distil from the dense parent while fine-tuning (off: the candidates' "
+        "sampled kd.* settings are not used)",
+    )
     kd_alpha: float = Field(default=0.5, ge=0, le=1)
     kd_temperature: float = Field(default=4.0, gt=0, le=100)
     feature_kd: float = Field(default=0.0, ge=0, le=100, description="feature-KD loss weight")
+    kd_relation: float = Field(
+        default=0.0,
+        ge=0,
+        le=100_000,
+        description="relation-KD (similarity-preserving, every stage) loss weight; a "
+        "candidate's sampled kd.relation takes its place",
+    )
+    sparsity_steps: int = Field(
+        default=1, ge=1, le=10, description="unstructured pruning: 1 = one-shot; k = gradual"
+    )
+    sparsity_scope: Literal["layer", "global"] = Field(
+        default="layer",
+        description="unstructured pruning: each layer to its own sparsity, or one magnitude "
+        "threshold over the sparse layers removing the same total",
+    )
     prune_criterion: Literal["l1", "bn_gamma", "taylor"] = "l1"
     prune_steps: int = Field(default=1, ge=1, le=10, description="1 = one-shot; k = iterative")
     conv_decomposition: Literal["tucker2", "svd"] = "tucker2"
@@ -286,11 +305,13 @@ class JobCreate(BaseModel):
 
 def _dimension_of(key: str, dims: dict[str, Any]) -> Any:
     """The dimension a sampled parameter draws from: ``stage1.width`` -> ``width``,
-    ``cnn.layer0.width`` -> ``cnn.width``, ``head.wbits`` -> ``head_wbits``."""
+    ``cnn.layer0.width`` -> ``cnn.width``, ``head.wbits`` -> ``head_wbits``, ``kd.alpha`` ->
+    ``kd_alpha``."""
     parts = key.split(".")
     names = [key, f"{parts[0]}.{parts[-1]}", parts[-1]]
-    if "head" in parts:
-        names.insert(1, f"head_{parts[-1]}")
+    for group in ("head", "kd"):
+        if group in parts:
+            names.insert(1, f"{group}_{parts[-1]}")
     return next((dims[n] for n in names if n in dims), None)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 def cnn(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "schema_version": 2,
+        "schema_version": 3,
         "space": "cnn_small",
         "family": "cnn",
         "input_shape": [1, 8, 8],

@@ -23,7 +23,7 @@ IDS = ["cnn", "mlp", "mbv2", "resnet"]
 @pytest.mark.parametrize("data", ALL, ids=IDS)
 def test_valid_candidate(data: dict[str, Any]) -> None:
     cand = Candidate.model_validate(data)
-    assert cand.schema_version == SCHEMA_VERSION == 2
+    assert cand.schema_version == SCHEMA_VERSION == 3
     assert cand.input_shape == tuple(data["input_shape"])
     assert all(isinstance(stage, Stage) for stage in cand.stages)
     assert [s.width for s in cand.stages] == [d["width"] for d in data["stages"]]
@@ -55,7 +55,7 @@ def test_summary_shows_every_stage() -> None:
 @pytest.mark.parametrize(
     ("data", "field", "message"),
     [
-        (with_stage0(wbits=3), "stages.0.wbits", "wbits must be one of"),
+        (with_stage0(wbits=3), "stages.0.wbits", "wformat 'int' stores [2, 4, 8]"),
         (with_stage0(wbits=64), "stages.0.wbits", "wbits must be one of"),
         (with_stage0(abits=4), "stages.0.abits", "abits must be one of"),
         (with_stage0(prune=0.95), "stages.0.prune", "less than or equal to 0.9"),
@@ -87,7 +87,7 @@ def test_summary_shows_every_stage() -> None:
             "blocks has 2 entries for depth 1",
         ),
         (
-            with_stage0(resnet(), blocks=[{"wbits": 4}, {"wbits": 5}]),
+            with_stage0(resnet(), blocks=[{"wbits": 4}, {"wbits": 7}]),
             "stages.0.blocks.1.wbits",
             "wbits must be one of",
         ),
@@ -164,9 +164,9 @@ def test_v1_json_upgrades_to_stages() -> None:
     assert (cand.stages[0].wbits, cand.stages[0].prune, cand.stages[0].rank) == (8, 0.25, 0.5)
     assert cand.stages[2].block(0) == Compression()
     assert cand.stages[0].abits == 32 and cand.head_abits == 32  # v1 had float activations
-    # written back, it is a v2 candidate
+    # written back, it is a current candidate
     dumped = json.loads(cand.model_dump_json())
-    assert dumped["schema_version"] == 2 and "layers" not in dumped
+    assert dumped["schema_version"] == SCHEMA_VERSION and "layers" not in dumped
     assert Candidate.model_validate(dumped) == cand
 
 
@@ -215,3 +215,73 @@ def test_v1_without_layers_is_refused() -> None:
     data = cnn(schema_version=1)
     with pytest.raises(ValidationError, match="schema_version 1 is not supported"):
         Candidate.model_validate(data)
+
+
+def _v2(**stage0: Any) -> dict[str, Any]:
+    data = cnn(schema_version=2)
+    data["stages"] = [{**data["stages"][0], **stage0}, data["stages"][1]]
+    return data
+
+
+def test_v2_two_bit_layers_upgrade_to_ternary_by_name() -> None:
+    """Schema 2's ``wbits: 2`` computed {-1, 0, 1} x scale: ternary, now called so."""
+    cand = Candidate.model_validate(_v2(wbits=2))
+    assert cand.schema_version == SCHEMA_VERSION
+    assert (cand.stages[0].wbits, cand.stages[0].wformat) == (2, "ternary")
+    assert (cand.stages[1].wbits, cand.stages[1].wformat) == (4, "int")
+    blocks = (
+        Candidate.model_validate(
+            with_stage0(resnet(schema_version=2), blocks=[{"wbits": 2}, {"wbits": 8}])
+        )
+        .stages[0]
+        .blocks
+    )
+    assert blocks is not None and [b.wformat for b in blocks] == ["ternary", "int"]
+    # a schema-3 ``wbits: 2`` is the true 2-bit integer code
+    assert Candidate.model_validate(cnn(schema_version=3)).stages[0].wformat == "int"
+
+
+def test_v2_hashes_survive_the_upgrade_where_nothing_changed() -> None:
+    """Fields schema 3 added are left out of the hash where they hold schema 2's meaning."""
+    v2 = Candidate.model_validate(_v2())
+    v3 = Candidate.model_validate(cnn(schema_version=3))
+    assert v2 == v3 and v2.structural_hash() == v3.structural_hash()
+    sparse = Candidate.model_validate(with_stage0(cnn(), sparsity=0.5))
+    assert sparse.structural_hash() != v3.structural_hash()
+    named = Candidate.model_validate(with_stage0(cnn(), wbits=2, wformat="ternary"))
+    assert (
+        named.structural_hash()
+        != Candidate.model_validate(with_stage0(cnn(), wbits=2)).structural_hash()
+    )
+
+
+@pytest.mark.parametrize(
+    ("stage0", "field", "message"),
+    [
+        ({"wbits": 4, "wformat": "ternary"}, "wbits", "wformat 'ternary' stores [2]"),
+        ({"wbits": 2, "wformat": "binary"}, "wbits", "wformat 'binary' stores [1]"),
+        ({"wbits": 16, "wformat": "kmeans"}, "wbits", "wformat 'kmeans' stores"),
+        ({"wbits": 8, "wformat": "float"}, "wbits", "wformat 'float' stores [16, 32]"),
+        ({"wbits": 1, "sparsity": 0.5}, "sparsity", "binary weights have no zero"),
+        ({"wformat": "hashing"}, "wformat", "Input should be"),
+        ({"sparsity": 0.99}, "sparsity", "less than or equal to 0.95"),
+    ],
+)
+def test_bad_weight_codes_name_the_field(stage0: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Candidate.model_validate(with_stage0(cnn(), **stage0))
+    assert f"stages.0.{field}" in _error_fields(info.value)
+    assert message in str(info.value)
+
+
+def test_v2_ternary_head_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match="head_wbits 2"):
+        Candidate.model_validate(cnn(schema_version=2, head_wbits=2))
+
+
+def test_distill_is_validated_and_hashed() -> None:
+    with_kd = Candidate.model_validate(cnn(distill={"alpha": 0.9, "relation": 1000.0}))
+    assert with_kd.distill is not None and with_kd.distill.temperature == 4.0
+    assert with_kd.structural_hash() != Candidate.model_validate(cnn()).structural_hash()
+    with pytest.raises(ValidationError, match="distill.alpha"):
+        Candidate.model_validate(cnn(distill={"alpha": 1.5}))

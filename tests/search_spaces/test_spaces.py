@@ -11,6 +11,7 @@ import pytest
 
 from search_spaces import (
     Candidate,
+    Compression,
     Dimension,
     DuplicateSpaceError,
     SearchSpace,
@@ -24,11 +25,11 @@ from search_spaces import (
 IMAGE = SpaceContext(input_shape=(1, 8, 8), num_classes=10)
 FLAT = SpaceContext(input_shape=(64,), num_classes=10)
 N_SAMPLES = 20
-_COMP = r"(wbits|abits|prune|rank)"
+_COMP = r"(wbits|codebook_bits|abits|sparsity|prune|rank)"
 # the two house conventions: one layer per stage (small spaces), or stages of blocks
 _PARAM = re.compile(
-    rf"(depth|kernel|head\.wbits|layer\d+\.(width|{_COMP}))"
-    rf"|(num_stages|stem_width|head\.(wbits|abits)"
+    rf"(depth|kernel|head\.wbits|kd\.(alpha|temperature|relation)|layer\d+\.(width|{_COMP}))"
+    rf"|(num_stages|stem_width|head\.(wbits|abits)|kd\.(alpha|temperature|relation)"
     rf"|stage\d+\.(depth|width|expand|kernel|{_COMP})|stage\d+\.block\d+\.{_COMP})"
 )
 SMALL = ["cnn_small", "mlp_small", "small_joint"]
@@ -57,9 +58,21 @@ def _choices(space: SearchSpace, family: str, dim: str) -> tuple[Any, ...]:
 
 def _dimension(pname: str) -> str:
     """The dimension a parameter is drawn from: ``stage1.block0.wbits`` -> ``wbits``."""
-    if pname.startswith("head."):
-        return "head_" + pname.split(".", 1)[1]
+    for group in ("head", "kd"):
+        if pname.startswith(f"{group}."):
+            return f"{group}_" + pname.split(".", 1)[1]
     return pname.rsplit(".", 1)[-1]
+
+
+def _gene(block: Compression) -> Any:
+    """The ``wbits`` choice that gave ``block``'s code (None for a codebook layer)."""
+    if block.wformat == "kmeans":
+        return None
+    return block.wformat if block.wformat in ("binary", "ternary") else block.wbits
+
+
+def _stage_value(stage: Compression, dim: str) -> Any:
+    return _gene(stage) if dim == "wbits" else getattr(stage, dim)
 
 
 def _stage_param(params: dict[str, Any], prefix: str, i: int, dim: str) -> Any:
@@ -97,7 +110,12 @@ def test_samples_are_valid_and_use_only_searched_values(name: str) -> None:
                 assert stage.kernel in _choices(space, cand.family, "kernel")
             for i in range(stage.depth):
                 block = stage.block(i)
-                assert block.wbits in space.choices["wbits"]
+                if block.wformat == "kmeans":
+                    assert block.wbits in space.choices["codebook_bits"]
+                else:
+                    assert _gene(block) in space.choices["wbits"]
+                    assert 0 in space.choices["codebook_bits"]
+                assert block.sparsity in space.choices["sparsity"]
                 assert block.abits in space.choices["abits"]
                 assert block.prune in space.choices["prune"]
                 assert block.rank in space.choices["rank"]
@@ -138,14 +156,18 @@ def test_block_granularity_samples_compression_per_block(name: str) -> None:
         for i, stage in enumerate(cand.stages):
             assert stage.blocks is not None and len(stage.blocks) == stage.depth
             for j, block in enumerate(stage.blocks):
-                for dim in ("wbits", "abits", "prune", "rank"):
+                for dim in ("prune", "rank"):
                     assert getattr(block, dim) == params[f"stage{i}.block{j}.{dim}"]
+                book = params[f"stage{i}.block{j}.codebook_bits"]
+                assert (block.wbits if block.wformat == "kmeans" else 0) == book
+                if not book:
+                    assert _gene(block) == params[f"stage{i}.block{j}.wbits"]
             assert f"stage{i}.wbits" not in params
 
 
-def _float_weights_fix_abits(space: str, wbits: int) -> bool:
-    """The small spaces choose activation bits only for integer-weight layers."""
-    return space in ("cnn_small", "mlp_small", "small_joint") and wbits > 8
+def _float_weights_fix_abits(stage: Compression) -> bool:
+    """Every space chooses activation bits only for integer-coded layers."""
+    return stage.wformat in ("float", "kmeans")
 
 
 @pytest.mark.parametrize("name", ["cnn_small", "mlp_small", "small_joint"])
@@ -153,8 +175,9 @@ def test_small_spaces_offer_int8_layers_by_default(name: str) -> None:
     space = get_space(name)(IMAGE)
     assert 8 in space.choices["abits"] and 32 in space.choices["abits"]
     stages = [s for cand, _ in _sample(space, n=40) for s in cand.stages]
-    assert any(s.abits == 8 and s.wbits <= 8 for s in stages)  # int8 x int8 layers occur
-    assert all(s.abits == 32 for s in stages if s.wbits > 8)  # no quantizer on float layers
+    int_coded = ("int", "ternary", "binary")
+    assert any(s.abits == 8 and s.wformat in int_coded for s in stages)  # int8 x int8 layers
+    assert all(s.abits == 32 for s in stages if s.wformat not in int_coded)  # none on float
 
 
 @pytest.mark.parametrize("name", list_spaces())
@@ -171,12 +194,18 @@ def test_param_names_are_dotted_per_stage(name: str) -> None:
             assert pname.startswith(prefix), pname
             assert _PARAM.fullmatch(pname[len(prefix) :]), pname
         for i, stage in enumerate(cand.stages):
-            for dim in ("width", "wbits", "abits", "prune", "rank"):
-                if dim == "abits" and _float_weights_fix_abits(name, stage.wbits):
+            for dim in ("width", "wbits", "abits", "prune", "rank", "sparsity"):
+                if dim == "abits" and _float_weights_fix_abits(stage):
                     assert stage.abits == 32
                     assert f"{prefix}layer{i}.abits" not in params
                     continue
-                assert _stage_param(params, prefix, i, dim) == getattr(stage, dim), (i, dim)
+                if dim == "wbits" and stage.wformat == "kmeans":
+                    assert _stage_param(params, prefix, i, "codebook_bits") == stage.wbits
+                    continue
+                if dim == "sparsity" and stage.wformat == "binary":
+                    assert stage.sparsity == 0
+                    continue
+                assert _stage_param(params, prefix, i, dim) == _stage_value(stage, dim), (i, dim)
         n = len(cand.stages)
         assert f"{prefix}layer{n}.wbits" not in params and f"stage{n}.wbits" not in params
         assert params[f"{prefix}head.wbits"] == cand.head_wbits
@@ -194,6 +223,7 @@ def test_sampling_is_reproducible_for_a_seed(name: str) -> None:
 def test_overrides_narrow_the_choices(name: str) -> None:
     overrides: dict[str, list[Any]] = {
         "wbits": [4],
+        "codebook_bits": [0],
         "abits": [8],
         "prune": [0.5],
         "rank": [0.25, 0.5],
@@ -226,9 +256,9 @@ def test_depth_and_width_overrides(name: str) -> None:
 
 
 def test_override_can_widen_beyond_the_default() -> None:
-    space = get_space("cnn_small")(IMAGE, {"wbits": [2], "depth": [4]})
+    space = get_space("cnn_small")(IMAGE, {"wbits": [2], "codebook_bits": [0], "depth": [4]})
     cand, _ = _sample(space, n=1)[0]
-    assert [stage.wbits for stage in cand.stages] == [2, 2, 2, 2]
+    assert [(stage.wbits, stage.wformat) for stage in cand.stages] == [(2, "int")] * 4
 
 
 @pytest.mark.parametrize(

@@ -143,7 +143,12 @@ def test_catalog_endpoints(client: TestClient) -> None:
     assert {"cnn_small", "mlp_small", "small_joint"} <= set(spaces)
     wbits = spaces["small_joint"]["overrides_schema"]["properties"]["wbits"]
     enum = wbits["oneOf"][0]["items"]["enum"]
-    assert wbits["default"] == [4, 8, 32] and set(enum) == {2, 4, 8, 16, 32}
+    assert wbits["default"] == ["ternary", 4, 8, 32]
+    assert set(enum) == {"binary", "ternary", 2, 4, 8, 16, 32}
+    props = spaces["cnn_joint"]["overrides_schema"]["properties"]
+    for dim in ("codebook_bits", "sparsity", "kd_alpha", "kd_temperature", "kd_relation"):
+        assert dim in props, dim  # every toolbox technique is a dimension the API lists
+    assert 0 in props["codebook_bits"]["oneOf"][0]["items"]["enum"]  # 0 = off
     datasets = {d["name"]: d for d in client.get("/v1/datasets").json()["data"]}
     assert datasets["digits"]["input_shape"] == [1, 8, 8]
 

@@ -51,7 +51,13 @@ def test_prefilter_rejects_without_training_and_front_is_feasible(
 ) -> None:
     spec = {
         **BASE,
-        "space_overrides": {**BASE["space_overrides"], "width": [32, 256, 512], "wbits": [32]},
+        "space_overrides": {
+            **BASE["space_overrides"],
+            "width": [32, 256, 512],
+            "wbits": [32],
+            "codebook_bits": [0],
+            "sparsity": [0.0],
+        },
         "constraints": ["size <= 20 KB"],  # latency is an objective, not a constraint
         "sampler": "random",
     }

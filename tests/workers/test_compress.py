@@ -62,7 +62,7 @@ def test_compress_shrinks_and_quantizes_a_copy_and_leaves_the_parent() -> None:
     assert any(isinstance(m, nn.Sequential) and len(m) == 3 for m in child.modules())  # Tucker
     assert child.stem.conv.out_channels == keep_count(widths["stream.stem"], 0.5)
     quants = [m for m in child.modules() if isinstance(m, ActQuant)]
-    assert info == {"act_quantizers": len(quants), "quantization": "ptq"}
+    assert info == {"act_quantizers": len(quants), "clustered_layers": 0, "quantization": "ptq"}
     assert quants and all(q.ready for q in quants)
     _assert_on_grid(child)
     assert not child.training

@@ -115,7 +115,7 @@ def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
     card = json.loads((bundle / "card.json").read_text())
     assert card["schema_version"] == 2
     assert card["candidate"]["stages"][0]["wbits"] == 4
-    assert card["candidate"]["schema_version"] == 2
+    assert card["candidate"]["schema_version"] == 3
     assert card["metrics"]["size_bytes"] == m.size_bytes
     assert card["accuracy"]["test_accuracy"] == m.test_accuracy
     assert card["file_scores"]["onnx"]["test_accuracy"] == result.files["onnx"].test_accuracy
@@ -152,3 +152,39 @@ def test_evaluate_candidate_bundle_and_parent_cache(tmp_path: Path) -> None:
         ref = torch.jit.load(str(b / "model.pt"))(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(onnx_out, ref, atol=0.05, rtol=0)
     np.testing.assert_array_equal(onnx_out.argmax(1), ref.argmax(1))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        {"wbits": 2, "wformat": "ternary", "abits": 8, "sparsity": 0.5},
+        {"wbits": 1, "wformat": "binary", "abits": 8},
+        {"wbits": 4, "wformat": "kmeans", "sparsity": 0.75},
+    ],
+    ids=["ternary-sparse-int8", "binary-int8", "kmeans-sparse"],
+)
+def test_toolbox_candidates_ship_files_that_score_the_card(
+    code: dict[str, Any], tmp_path: Path
+) -> None:
+    """Ternary, binary, codebook and sparse layers through the whole worker: every shipped
+    file (TorchScript, ONNX, the TVM library) scores the card's accuracy, and the card says
+    what each layer stores and how it computes."""
+    cand = _candidate(wbits=32, prune=0.0, rank=1.0)
+    cand["stages"][0] |= code
+    result = EvalResult.model_validate(evaluate_json(_request(cand, tmp_path, "t", ["x86/local"])))
+    m = result.metrics
+    assert m.test_accuracy is not None and m.test_accuracy > 0.5  # digits, 3 epochs
+    for name, f in result.files.items():
+        assert f.agrees_with_card is True, (name, f)
+    card = json.loads((tmp_path / "t" / "card.json").read_text())
+    (layer, _head) = card["structure"]["layers"]
+    assert layer["wformat"] == code["wformat"] and layer["wbits"] == code["wbits"]
+    assert layer["sparsity"] >= code.get("sparsity", 0.0) - 0.01
+    if code["wformat"] == "kmeans":
+        assert layer["codebook_bits"] == 4 and "dense float32" in layer["computes_as"]
+    else:
+        assert layer["computes_as"].startswith("int8 kernel")
+    if code.get("sparsity"):
+        assert "run dense" in layer["computes_as"]
+    assert any("Weight sharing (k-means) and unstructured sparsity" in n for n in card["notes"])
+    assert m.dense_size_bytes is not None and m.size_bytes < m.dense_size_bytes / 4

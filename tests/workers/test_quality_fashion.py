@@ -22,6 +22,7 @@ from workers.compress import (
     fold_batchnorm,
     group_width,
     keep_count,
+    packed_size,
     quantize_weights,
     tucker2_conv,
     write_packed,
@@ -31,7 +32,7 @@ from workers.data import Splits, load_splits
 from workers.export import export_onnx
 from workers.models import Net, assign_bits, count_params
 from workers.parents import trained_parent
-from workers.train import Recipe, accuracy, batches, predict
+from workers.train import Recipe, accuracy, batches, forward_parts, predict, relation_loss
 
 pytestmark = pytest.mark.slow
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -189,3 +190,109 @@ def test_reported_size_is_the_serialized_file(data: Splits, cache: Path, tmp_pat
     )
     assert sizes[32] >= 4 * weights  # float32 weights at least
     assert sizes[8] < sizes[32] / 3 and sizes[4] < sizes[8] * 0.6
+
+
+def _coded(parent: Net, data: Splits, recipe: Recipe, **stage: object) -> Net:
+    """``parent`` coded in a weight format (stage fields: wbits, wformat, abits) by the
+    pipeline's quantize step (QAT / clustering as the format needs)."""
+    abits = int(stage.pop("abits", 32))  # type: ignore[call-overload]
+    cand = _cand(abits=abits).model_copy(
+        update={"stages": tuple(s.model_copy(update=stage) for s in _cand(abits=abits).stages)}
+    )
+    q = assign_bits(copy.deepcopy(parent), cand)
+    out, _ = quantize_child(q, data.train, recipe, parent)
+    return out
+
+
+def test_ternary_and_binary_qat_hold_their_bars(
+    data: Splits, cache: Path, dense_acc: float
+) -> None:
+    """Ternary {-a, 0, a} and binary {-a, a} weights (per-channel scales, STE QAT, 8-bit
+    activations, stem and head at 8 bits) on a 32-64 CNN."""
+    parent = _parent(_cand(), data, cache)
+    accs = {}
+    for name, wbits in (("ternary", 2), ("binary", 1)):
+        q = _coded(parent, data, RECIPE, wbits=wbits, wformat=name, abits=8)
+        accs[name] = accuracy(q, data.test)
+    print(f"dense {dense_acc:.4f} ternary {accs['ternary']:.4f} binary {accs['binary']:.4f}")
+    assert accs["ternary"] >= dense_acc - 0.04, accs
+    assert accs["binary"] >= dense_acc - 0.10, accs
+    assert accs["ternary"] >= accs["binary"] - 0.01  # a zero level helps (or costs nothing)
+
+
+def test_kmeans_codebook_within_1_point_and_smaller_than_int8(
+    data: Splits, cache: Path, dense_acc: float
+) -> None:
+    parent = _parent(_cand(), data, cache)
+    km = _coded(parent, data, RECIPE, wbits=4, wformat="kmeans")
+    acc = accuracy(km, data.test)
+    int8 = assign_bits(fold_batchnorm(copy.deepcopy(parent)), _cand(wbits=8))
+    quantize_weights(int8)
+    for name, layer in km.named_modules():
+        if name.startswith("stages.") and isinstance(layer, torch.nn.Conv2d):
+            assert len(layer.weight.detach().unique()) <= 16, name
+    print(f"dense {dense_acc:.4f} kmeans-4 {acc:.4f}")
+    assert acc >= dense_acc - 0.01, f"4-bit codebook {acc:.4f} vs fp32 {dense_acc:.4f}"
+    assert packed_size(km) < 0.75 * packed_size(int8)
+
+
+def test_unstructured_75_within_2_points_and_stored_sparse(
+    data: Splits, cache: Path, dense_acc: float
+) -> None:
+    sparse_cand = _cand().model_copy(
+        update={"stages": tuple(s.model_copy(update={"sparsity": 0.75}) for s in _cand().stages)}
+    )
+    parent = _parent(sparse_cand, data, cache)
+    # global magnitude threshold (the 288-weight first conv keeps more than the 18k one) and
+    # gradual (cubic schedule, 3 rounds): one-shot per-layer 75 % cost 5 points here
+    rec = Recipe(**{**RECIPE.__dict__, "sparsity_scope": "global", "sparsity_steps": 3})
+    child = shrink(parent, data.train, rec)
+    convs = [
+        m
+        for n, m in child.named_modules()
+        if n.startswith("stages.") and isinstance(m, torch.nn.Conv2d)
+    ]
+    zeros = sum(int((m.weight == 0).sum()) for m in convs) / sum(m.weight.numel() for m in convs)
+    assert abs(zeros - 0.75) < 0.01, zeros
+    acc = accuracy(child, data.test)
+    dense = fold_batchnorm(copy.deepcopy(_parent(_cand(), data, cache)))
+    ratio = packed_size(dense) / packed_size(fold_batchnorm(child))
+    print(f"dense {dense_acc:.4f} sparse-75% {acc:.4f} size ratio {ratio:.2f}")
+    assert acc >= dense_acc - 0.02, f"75% sparse {acc:.4f} vs dense {dense_acc:.4f}"
+    assert ratio >= 2.5  # 1-bit mask + a quarter of the float32 values (the head stays dense)
+
+
+def _kl_and_agreement(student: Net, teacher: Net, data: Splits) -> tuple[float, float, float]:
+    """KL(teacher || student) and argmax agreement on the 10k test images, and the
+    similarity-preserving distance summed over the stages on 512 of them."""
+    x = torch.from_numpy(data.test.x)
+    with torch.no_grad():
+        s, t = student.eval()(x), teacher.eval()(x)
+        _, _, s_st = forward_parts(student, x[:512], feats=False, stages=True)
+        _, _, t_st = forward_parts(teacher, x[:512], feats=False, stages=True)
+    kl = torch.nn.functional.kl_div(s.log_softmax(1), t.softmax(1), reduction="batchmean")
+    rel = sum(float(relation_loss(a, b)) for a, b in zip(s_st, t_st, strict=True))
+    return float(kl), float((s.argmax(1) == t.argmax(1)).float().mean()), rel
+
+
+def test_distillation_moves_the_student_to_the_teacher(data: Splits, cache: Path) -> None:
+    """Same seed, same data, same budget: a binary student fine-tuned with logit KD ends closer
+    to the dense teacher (KL on the 10k test images) than one fine-tuned on labels only, and
+    one with relation KD alone (alpha 0) closer in how its stages relate the samples (the
+    similarity-preserving distance). Fails when a KD term has no effect."""
+    parent = _parent(_cand(), data, cache)
+    teacher = fold_batchnorm(copy.deepcopy(parent)).eval()
+    base = Recipe(**{**RECIPE.__dict__, "qat_epochs": 1, "train_subset": 10_000})
+    modes = {
+        "none": {"kd": False},
+        "logit": {"kd": True, "kd_alpha": 0.9, "kd_temperature": 4.0},
+        "relation": {"kd": True, "kd_alpha": 0.0, "kd_relation": 1000.0},
+    }
+    out = {}
+    for name, kd in modes.items():
+        rec = Recipe(**{**base.__dict__, **kd})
+        student = _coded(parent, data, rec, wbits=1, wformat="binary", abits=8)
+        out[name] = _kl_and_agreement(student, teacher, data)
+    print({k: tuple(float(f"{v:.4g}") for v in vals) for k, vals in out.items()})
+    assert out["logit"][0] < 0.95 * out["none"][0], out  # KL to the teacher
+    assert out["relation"][2] < 0.9 * out["none"][2], out  # relation distance to the teacher

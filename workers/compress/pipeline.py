@@ -1,8 +1,9 @@
-"""The per-candidate compression order: prune -> factorize -> fine-tune (KD) -> quantize.
+"""The per-candidate compression order: prune -> factorize -> sparsify -> fine-tune (KD) ->
+fold BN -> cluster / quantize (QAT or PTQ).
 
 Split in two so one shrunk model can be quantized at several bit-widths (the compression
-benchmark does; a search may too): :func:`shrink` changes the structure, :func:`quantize_child`
-the precision.
+benchmark does; a search may too): :func:`shrink` changes the structure (channels, ranks,
+zeros), :func:`quantize_child` the weight code.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from workers.compress.cluster import attach_clusters
 from workers.compress.fold import fold_batchnorm
 from workers.compress.lowrank import factorize_model
 from workers.compress.prune import prune_model
@@ -21,6 +23,7 @@ from workers.compress.quantize import (
     quantize_weights,
     snap_bias,
 )
+from workers.compress.sparse import bake_masks, remask, sparsify_model
 from workers.data import Split
 from workers.models import Net, spec_of, weight_layers
 from workers.train import Recipe, batches, fit, subset
@@ -37,7 +40,8 @@ def _finetuner(train: Split, recipe: Recipe, teacher: Net | None):  # type: igno
 
 def shrink(parent: Net, train: Split, recipe: Recipe) -> Net:
     """A copy of ``parent`` pruned (its channel groups' ratios), factorized (each layer's
-    ``hw.rank``) and fine-tuned, with KD from ``parent`` when ``recipe.kd``; BN not yet folded."""
+    ``hw.rank``), magnitude-sparsified (each layer's ``hw.sparsity``) and fine-tuned, with KD
+    from ``parent`` when ``recipe.kd``; BN not yet folded, zeros baked into the weights."""
     child = copy.deepcopy(parent).eval()
     ft, finetune = _finetuner(train, recipe, parent if recipe.kd else None)
     prune_model(
@@ -52,16 +56,23 @@ def shrink(parent: Net, train: Split, recipe: Recipe) -> Net:
         conv_method=recipe.conv_decomposition,  # type: ignore[arg-type]
         energy=recipe.rank_energy,
     )
+    sparsify_model(
+        child,
+        steps=recipe.sparsity_steps,
+        scope=recipe.sparsity_scope,  # type: ignore[arg-type]
+        finetune=finetune,
+    )
     finetune(child, recipe.finetune_epochs)
-    return child.eval()
+    return bake_masks(child).eval()
 
 
 def quantize_child(
     child: Net, train: Split, recipe: Recipe, teacher: Net | None
 ) -> tuple[Net, dict[str, Any]]:
     """Fold BN, calibrate activation quantizers, then PTQ (every weight >= 8 bits, or
-    ``quant="ptq"``) or QAT (fake-quant fine-tune with KD from ``teacher``), and snap the
-    int8 layers' biases to their int32 grid, in place."""
+    ``quant="ptq"``) or QAT (fake-quant fine-tune with KD from ``teacher``; k-means layers
+    clustered and their centroids fine-tuned in the same pass, zeros of sparse layers kept),
+    and snap the int8 layers' biases to their int32 grid, in place."""
     ft, finetune = _finetuner(train, recipe, teacher if recipe.kd else None)
     fold_batchnorm(child)
     info: dict[str, Any] = {
@@ -69,9 +80,13 @@ def quantize_child(
     }
     if info["act_quantizers"]:
         calibrate(child, [x for x, _ in batches(ft, recipe.batch_size, recipe.calib_batches, 1)])
-    low_bits = any(spec_of(m).wbits < 8 for _, m in weight_layers(child))
-    qat = recipe.quant == "qat" or (recipe.quant == "auto" and low_bits)
+    specs = [spec_of(m) for _, m in weight_layers(child)]
+    low_bits = any(s.wbits < 8 and s.quantized for s in specs)
+    clusters = any(s.wformat == "kmeans" for s in specs)
+    qat = recipe.quant == "qat" or (recipe.quant == "auto" and low_bits) or clusters
+    info["clustered_layers"] = attach_clusters(child)  # centroids are fine-tuned: always QAT
     if qat:
+        remask(child)
         attach_fake_quant(child)
         finetune(child, recipe.qat_epochs)
         bake(child)

@@ -1,8 +1,10 @@
 """Quantization: symmetric per-channel weights, asymmetric per-tensor activations; PTQ and QAT.
 
-Weights below 32 bits are integer levels in [-qmax, qmax] times a per-output-channel scale
-(16 bits = float16). Activations with ``abits`` < 32 are fake-quantized at the input of each
-conv / linear (:class:`ActQuant`), their range set by calibration with an observer:
+Weights below 32 bits are coded as :mod:`workers.compress.codes` says (integer levels,
+ternary or binary, times a per-output-channel scale; 16 bits = float16; k-means layers by
+their codebook, :mod:`workers.compress.cluster`). Activations with ``abits`` < 32 are
+fake-quantized at the input of each conv / linear (:class:`ActQuant`), their range set by
+calibration with an observer:
 ``minmax``, ``percentile`` (0.01 / 99.99 %) or ``mse`` (the clipping range that minimises
 quantization error on the calibration sample).
 
@@ -24,61 +26,32 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from workers.models import Net, set_module, spec_of, weight_layers
+from workers.compress.codes import channel_scales, coded, qmax, weight_levels  # noqa: F401
+from workers.models import LayerSpec, Net, set_module, spec_of, weight_layers
 
 Observer = Literal["minmax", "percentile", "mse"]
 OBSERVERS: tuple[Observer, ...] = ("minmax", "percentile", "mse")
 _SAMPLE = 65_536  # activation values kept per quantizer for calibration
 
 
-def qmax(bits: int) -> int:
-    return int(2 ** (bits - 1) - 1)
-
-
-def channel_scales(w: torch.Tensor, bits: int, observer: str = "minmax") -> torch.Tensor:
-    """Per-output-channel scale; ``mse`` searches the clip ratio that minimises the error."""
-    amax = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-12)
-    if observer != "mse":
-        return amax / qmax(bits)
-    best, best_err = amax / qmax(bits), None
-    flat = w.detach().flatten(1)
-    for ratio in torch.linspace(1.0, 0.3, 15):
-        s = (amax * ratio / qmax(bits))[:, None]
-        err = ((torch.clamp(torch.round(flat / s), -qmax(bits), qmax(bits)) * s - flat) ** 2).sum(1)
-        if best_err is None:
-            best_err = err
-        better = err < best_err
-        best = torch.where(better, s[:, 0], best)
-        best_err = torch.minimum(err, best_err)
-    return best
-
-
 def quantize_int(
     w: torch.Tensor, bits: int, observer: str = "minmax"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer levels (int32, in [-qmax, qmax]) and per-channel float scales."""
-    scale = channel_scales(w, bits, observer)
-    shape = (-1,) + (1,) * (w.dim() - 1)
-    q = torch.clamp(torch.round(w / scale.view(shape)), -qmax(bits), qmax(bits))
-    return q.to(torch.int32), scale
+    """Integer levels (int32) and per-channel float scales of ``bits``-bit ``int`` weights."""
+    return weight_levels(w, LayerSpec(wbits=bits, wformat="int"), observer)
 
 
 def fake_quant(w: torch.Tensor, bits: int, observer: str = "minmax") -> torch.Tensor:
-    """What a ``bits``-bit weight computes as: int levels x scale (16 bits = float16)."""
-    if bits >= 32:
-        return w
-    if bits == 16:
-        return w.to(torch.float16).to(w.dtype)
-    q, scale = quantize_int(w, bits, observer)
-    return q.to(w.dtype) * scale.view((-1,) + (1,) * (w.dim() - 1))
+    """What a ``bits``-bit weight of the default format computes as (16 bits = float16)."""
+    return coded(w, LayerSpec(wbits=bits), observer)
 
 
 class _STEQuant(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, bits: int
+        ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, spec: LayerSpec
     ) -> torch.Tensor:
-        return fake_quant(w, bits)
+        return coded(w, spec)
 
     @staticmethod
     def backward(
@@ -88,22 +61,23 @@ class _STEQuant(torch.autograd.Function):
 
 
 class WeightFakeQuant(nn.Module):
-    """Parametrization for QAT: quantized weights forward, gradients straight through."""
+    """Parametrization for QAT: coded weights forward (integer levels, ternary, binary or
+    float16), gradients straight through (STE)."""
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, spec: LayerSpec) -> None:
         super().__init__()
-        self.bits = bits
+        self.spec = spec
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = _STEQuant.apply(w, self.bits)
+        out: torch.Tensor = _STEQuant.apply(w, self.spec)
         return out
 
 
 class QDQWeight(nn.Module):
-    """Parametrization for export: a (baked) ``bits``-bit weight, ``bits`` <= 8, through
-    fake_quantize_per_channel_affine, which ONNX export turns into QuantizeLinear /
-    DequantizeLinear with axis 0. The scale is the layer's own (``quantize_int`` at ``bits``),
-    so DequantizeLinear gives back exactly the baked weights.
+    """Parametrization for export: a (baked) integer-coded weight (int, ternary, binary)
+    through fake_quantize_per_channel_affine, which ONNX export turns into QuantizeLinear /
+    DequantizeLinear with axis 0. The scale is the layer's own (:func:`weight_levels`), so
+    DequantizeLinear gives back exactly the baked weights.
 
     The symmetric levels [-qmax, qmax] are stored as uint8 with zero point 128 (same values):
     with uint8 activations that lets ONNX Runtime use U8U8 kernels, which do not saturate on
@@ -111,9 +85,9 @@ class QDQWeight(nn.Module):
     the (0, 255) range; it clamps nothing here.)
     """
 
-    def __init__(self, w: torch.Tensor, bits: int = 8) -> None:
+    def __init__(self, w: torch.Tensor, spec: LayerSpec) -> None:
         super().__init__()
-        _, scale = quantize_int(w, bits)
+        _, scale = weight_levels(w, spec)
         self.register_buffer("scale", scale.to(torch.float32))
         self.register_buffer("zero", torch.full_like(scale, 128, dtype=torch.int32))
 
@@ -254,23 +228,42 @@ def calibrate(net: Net, batches: Iterable[torch.Tensor]) -> int:
     return len(quants)
 
 
+def _coded_layer(spec: LayerSpec) -> bool:
+    return spec.wformat != "kmeans" and not (spec.wformat == "float" and spec.wbits >= 32)
+
+
 @torch.no_grad()
 def quantize_weights(net: Net, observer: str = "minmax") -> Net:
-    """PTQ of weights: round every layer below 32 bits to its grid, in place."""
+    """PTQ of weights: round every layer below 32 bits to its code, in place (k-means layers
+    are coded by their codebook, see :mod:`workers.compress.cluster`)."""
     for _, layer in weight_layers(net):
-        bits = spec_of(layer).wbits
-        if bits < 32:
-            layer.weight.copy_(fake_quant(layer.weight, bits, observer))
+        spec = spec_of(layer)
+        if _coded_layer(spec):
+            layer.weight.copy_(coded(layer.weight, spec, observer))
     return net
 
 
 def attach_fake_quant(net: Net) -> Net:
-    """QAT: fake-quantize every weight below 32 bits (``hw.wbits``) in the forward pass."""
+    """QAT: code every weight below 32 bits (``hw``) in the forward pass (STE backward),
+    after any sparsity mask already attached."""
     for _, layer in weight_layers(net):
-        bits = spec_of(layer).wbits
-        if bits < 32 and not parametrize.is_parametrized(layer, "weight"):
-            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(bits))
+        spec = spec_of(layer)
+        if _coded_layer(spec) and not _has(layer, WeightFakeQuant):
+            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(spec))
     return net
+
+
+def weight_parametrizations(layer: nn.Module) -> parametrize.ParametrizationList | None:
+    """The parametrizations on ``layer.weight`` (None when it is a plain parameter)."""
+    if not parametrize.is_parametrized(layer, "weight"):
+        return None
+    plist: parametrize.ParametrizationList = getattr(layer, "parametrizations")["weight"]  # noqa: B009
+    return plist
+
+
+def _has(layer: nn.Module, kind: type) -> bool:
+    plist = weight_parametrizations(layer)
+    return plist is not None and any(isinstance(p, kind) for p in plist)
 
 
 def bake(net: Net) -> Net:
@@ -283,11 +276,11 @@ def bake(net: Net) -> Net:
 
 def _int8_inputs(net: nn.Module) -> list[QuantInput]:
     """The conv / linear layers ONNX Runtime runs as int8: an 8-bit input quantizer and
-    weights <= 8 bits."""
+    integer-coded weights (int, ternary, binary)."""
     out = []
     for m in net.modules():
         if isinstance(m, QuantInput) and m.act.ready and m.act.bits == 8:
-            if spec_of(m.layer).wbits <= 8:
+            if spec_of(m.layer).int_coded:
                 out.append(m)
     return out
 
@@ -296,10 +289,11 @@ def qdq_weights(net: Net) -> Net:
     """For ONNX export, in place: QDQ exactly where ONNX Runtime's int8 path computes what
     PyTorch does.
 
-    - a layer behind an 8-bit ActQuant with weights <= 8 bits (2 / 4 / 8): its weight through
-      a QDQ pair at its own bit-width (:class:`QDQWeight`), so ORT fuses it to a U8U8
-      QLinearConv on exactly the baked weights (snap its bias with :func:`snap_bias` first);
-    - a layer behind an 8-bit ActQuant with float (16 / 32-bit) weights: the quantizer becomes
+    - a layer behind an 8-bit ActQuant with integer-coded weights (int 2 / 4 / 8, ternary,
+      binary): its weight through a QDQ pair in its own code (:class:`QDQWeight`), so ORT fuses
+      it to a U8U8 QLinearConv on exactly the baked weights (snap its bias with
+      :func:`snap_bias` first);
+    - a layer behind an 8-bit ActQuant with float or k-means weights: the quantizer becomes
       :class:`FloatActQuant`, so ORT does not re-quantize those weights to per-tensor int8;
     - every other weight (8-bit ones behind a float or 16-bit input included) as its float
       values: a DequantizeLinear in front of a MatMul is fused by ORT into MatMulNBits, which
@@ -311,10 +305,9 @@ def qdq_weights(net: Net) -> Net:
             if id(m.layer) not in qdq:
                 set_module(net, f"{name}.act", FloatActQuant(m.act))
     for _, layer in weight_layers(net):
-        bits = spec_of(layer).wbits
         if id(layer) in qdq and not parametrize.is_parametrized(layer, "weight"):
             parametrize.register_parametrization(
-                layer, "weight", QDQWeight(layer.weight.detach(), bits)
+                layer, "weight", QDQWeight(layer.weight.detach(), spec_of(layer))
             )
     return net
 
@@ -330,7 +323,7 @@ def snap_bias(net: Net) -> Net:
         assert isinstance(layer, nn.Conv2d | nn.Linear)
         if layer.bias is None:
             continue
-        _, w_scale = quantize_int(layer.weight.detach(), spec_of(layer).wbits)
+        _, w_scale = weight_levels(layer.weight.detach(), spec_of(layer))
         step = torch.tensor(np.float32(m.act.scale)) * w_scale.float()
         layer.bias.copy_(torch.round(layer.bias / step) * step)
     return net

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from search_spaces import Candidate
+from search_spaces import Candidate, Compression
 from workers.models._blocks import (
     BasicBlock,
     ConvBNAct,
@@ -54,6 +54,10 @@ def build_model(candidate: Candidate) -> Net:
     return net
 
 
+def _spec(comp: Compression) -> LayerSpec:
+    return LayerSpec(comp.wbits, comp.abits, comp.rank, comp.wformat, comp.sparsity)
+
+
 def _edge(c: Candidate) -> LayerSpec:
     return LayerSpec(wbits=c.head_wbits, abits=c.head_abits)
 
@@ -86,7 +90,7 @@ def _plain(c: Candidate) -> tuple[Net, _Recorder]:
                 g.add(f"{path}.fc", "out")
                 if prev is not None:
                     prev.add(f"{path}.fc", "in")
-            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
+            annotate(blk, _spec(comp))
             blocks.append(blk)
             cin, prev = st.width, g
         if image and st.stride == 2:
@@ -118,7 +122,7 @@ def _mbv2(c: Candidate) -> tuple[Net, _Recorder]:
             comp = st.block(bi)
             stride = st.stride if bi == 0 else 1
             blk = InvertedResidual(cin, st.width, st.kernel, stride, st.expand)
-            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
+            annotate(blk, _spec(comp))
             p = f"stages.{si}.{bi}"
             hidden = rec.group(f"stage{si}.block{bi}.hidden", comp.prune if st.expand > 1 else 0.0)
             if st.expand > 1:
@@ -151,7 +155,7 @@ def _resnet(c: Candidate) -> tuple[Net, _Recorder]:
             comp = st.block(bi)
             stride = st.stride if bi == 0 else 1
             blk = BasicBlock(cin, st.width, st.kernel, stride)
-            annotate(blk, LayerSpec(comp.wbits, comp.abits, comp.rank))
+            annotate(blk, _spec(comp))
             p = f"stages.{si}.{bi}"
             inner = rec.group(f"stage{si}.block{bi}.inner", comp.prune)
             rec.cba(f"{p}.c1", inner, stream)
@@ -178,16 +182,17 @@ def count_params(model: nn.Module) -> int:
 
 def assign_bits(net: Net, candidate: Candidate) -> Net:
     """Re-annotate ``net`` (built from an architecture-equal candidate, maybe since pruned or
-    factorized) with ``candidate``'s weight / activation bits, keeping each layer's rank."""
+    factorized) with ``candidate``'s weight format / bits and activation bits, keeping each
+    layer's rank and sparsity (already applied: the structure's, not the precision's)."""
     for name, m in net.named_modules():
         if not isinstance(m, nn.Conv2d | nn.Linear):
             continue
         parts = name.split(".")
+        old = spec_of(m)
         if parts[0] == "stages":
             comp = candidate.stages[int(parts[1])].block(int(parts[2]))
-            bits = (comp.wbits, comp.abits)
+            new = LayerSpec(comp.wbits, comp.abits, old.rank, comp.wformat, old.sparsity)
         else:
-            bits = (candidate.head_wbits, candidate.head_abits)
-        rank = spec_of(m).rank
-        setattr(m, "hw", LayerSpec(bits[0], bits[1], rank))  # noqa: B010 - not a Module attr
+            new = LayerSpec(candidate.head_wbits, candidate.head_abits, old.rank, "", old.sparsity)
+        setattr(m, "hw", new)  # noqa: B010 - not a Module attr
     return net

@@ -16,9 +16,39 @@ Role = Literal["out", "in", "channelwise"]
 
 @dataclass(frozen=True)
 class LayerSpec:
+    """A layer's compression: weight bits and format, activation bits, rank, sparsity.
+
+    ``wformat`` "" is inferred from ``wbits`` as a candidate infers it (float at 16 / 32,
+    binary at 1, int otherwise).
+    """
+
     wbits: int = 32
     abits: int = 32
     rank: float = 1.0
+    wformat: str = ""
+    sparsity: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.wformat:
+            fmt = "float" if self.wbits >= 16 else "binary" if self.wbits == 1 else "int"
+            object.__setattr__(self, "wformat", fmt)
+
+    @property
+    def int_coded(self) -> bool:
+        """Integer levels x a per-channel scale (int, ternary, binary): fits int8 kernels."""
+        return self.wformat in ("int", "ternary", "binary")
+
+    @property
+    def quantized(self) -> bool:
+        """Weights on a grid or codebook coarser than float16 (trained with QAT / fine-tuned
+        centroids below 8 bits)."""
+        return self.wformat != "float"
+
+    @property
+    def compute_wbits(self) -> int:
+        """Bits of the weights as they compute: codebook (k-means) layers compute as float32
+        weights, integer-coded ones as their levels, float ones as stored."""
+        return 32 if self.wformat == "kmeans" else self.wbits
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,11 @@ def structure_hash(mod: Any, extra: str = "") -> str:
 
 def tensor_shapes(model: Any) -> str:
     """Every weight / buffer's shape and dtype of the (deployable) PyTorch model: the script
-    leaves constants out, and e.g. a 3x3 and a 4x4 conv can give the same output shapes."""
-    return ";".join(f"{n}:{tuple(v.shape)}:{v.dtype}" for n, v in model.state_dict().items())
+    leaves constants out, and e.g. a 3x3 and a 4x4 conv can give the same output shapes.
+    Sorted by name: a layer whose parametrization was baked (QAT, clustering, a sparsity
+    mask) re-registers its weight after its bias, which changes nothing that runs."""
+    items = sorted(model.state_dict().items())
+    return ";".join(f"{n}:{tuple(v.shape)}:{v.dtype}" for n, v in items)
 
 
 def cache_key(structure: str, *parts: str) -> str:

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hw_profiles import Profile
-from workers.compress.quantize import ActQuant, QuantInput, quantize_int
-from workers.models import set_module, spec_of
+from workers.compress.codes import weight_levels
+from workers.compress.quantize import ActQuant, QuantInput
+from workers.models import LayerSpec, set_module, spec_of
 
 
 def _inv(scale: float) -> float:
@@ -136,7 +137,7 @@ class _Int8Layer(nn.Module):
 
     def __init__(self, layer: nn.Conv2d | nn.Linear, act: ActQuant) -> None:
         super().__init__()
-        q, scale = quantize_int(layer.weight.detach(), min(spec_of(layer).wbits, 8))
+        q, scale = weight_levels(layer.weight.detach(), spec_of(layer))
         self.register_buffer("w_q", q.to(torch.int8))
         self.register_buffer("w_scale", scale.float())
         b = layer.bias.detach() if layer.bias is not None else torch.zeros(q.shape[0])
@@ -168,12 +169,18 @@ class _Half(nn.Module):
         return out
 
 
-def layer_precision(wbits: int, act: ActQuant | None, profile: Profile) -> str:
-    """``int8``, ``fp16`` or ``fp32``: what a layer computes in on ``profile``."""
+def layer_precision(spec: LayerSpec, act: ActQuant | None, profile: Profile) -> str:
+    """``int8``, ``fp16`` or ``fp32``: what a layer computes in on ``profile``.
+
+    Integer-coded weights (int, ternary, binary) behind 8-bit activations run as int8 kernels;
+    k-means (codebook) weights compute as dense float32, sparse weights as dense (no sparse
+    kernels on these targets)."""
     abits = act.bits if act is not None and act.ready else 32
-    if wbits <= 8 and abits <= 8:
+    if spec.int_coded and abits <= 8:
         return "int8"
-    if profile.supports.fp16 and wbits <= 16 and abits <= 16:
+    if spec.wformat == "kmeans":
+        return "fp32"
+    if profile.supports.fp16 and spec.wbits <= 16 and abits <= 16:
         return "fp16"
     return "fp32"
 
@@ -194,7 +201,7 @@ def deployable(net: nn.Module, profile: Profile) -> tuple[nn.Module, dict[str, i
             layer = m
         if layer is None:
             continue
-        precision = layer_precision(spec_of(layer).wbits, act, profile)
+        precision = layer_precision(spec_of(layer), act, profile)
         counts[precision] += 1
         new: nn.Module = layer
         if precision == "int8":
