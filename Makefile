@@ -37,7 +37,7 @@ test-fast: setup
 test-slow: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
-bench-compression: setup  ## every compression technique alone and combined on Fashion-MNIST: accuracy, packed size, tuned latency per structure (~35 min on 2 cores)
+bench-compression: setup  ## every compression technique alone and combined on Fashion-MNIST: accuracy, packed size, tuned latency per structure (~16 min on 2 cores)
 	$(PY) bench/compression.py --out bench/results
 
 bench-probes: setup  ## tuned TVM probe vs ONNX Runtime / PyTorch on 20 cnn_joint candidates (~45 min)

@@ -6,8 +6,9 @@ weight formats: float32, int8 (PTQ), int4 / int2 / ternary / binary (QAT, straig
 k-means codebooks of 2 / 4 / 6 bits (centroids fine-tuned). Integer-coded formats run with 8-bit
 activations (int8 kernels); float and codebook formats with float activations. Stem and head
 stay at 8 bits (integer formats) or float32. Unstructured sparsity is gradual (3 rounds, cubic
-schedule) with one global magnitude threshold over the stage layers. Accuracy is on the 10k test split; size is the
-packed-weights file (:mod:`workers.compress.pack`: levels, codebooks, bitmasks, scales).
+schedule) with one global magnitude threshold over the stage layers. Accuracy is on the 10k
+test split; size is the packed-weights file (:mod:`workers.compress.pack`: levels, codebooks,
+bitmasks, scales).
 
 Latency is measured point by point: every distinct lowered structure (the compressed graph as
 TVM compiles it, int8 layers as int8 kernels) is MetaSchedule-tuned (``--tune-budget-s`` per
