@@ -452,6 +452,7 @@ def plot(result: dict, path: Path) -> None:  # type: ignore[type-arg]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     colors = {
@@ -490,6 +491,7 @@ def plot(result: dict, path: Path) -> None:  # type: ignore[type-arg]
         ax.scatter(bx, base["accuracy"], c="black", marker="*", s=160, label="dense fp32")
         ax.axhline(base["accuracy"] - 0.01, color="gray", ls="--", lw=0.8, label="-1 pt")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylim(max(0.0, base["accuracy"] - 0.25), base["accuracy"] + 0.02)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
