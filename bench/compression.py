@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hw_profiles import get_profile  # noqa: E402
-from search_spaces import Candidate, Stage  # noqa: E402
+from search_spaces import INT_CODED, Candidate, Stage  # noqa: E402
 from workers.compress import packed_size  # noqa: E402
 from workers.compress.fold import fold_batchnorm  # noqa: E402
 from workers.compress.pipeline import quantize_child, shrink  # noqa: E402
@@ -103,7 +103,7 @@ QUICK_GRID: dict[tuple[float, float, float, str], tuple[str, ...]] = {
 
 def candidate(prune: float, rank: float, fmt: str = "fp32", sparsity: float = 0.0) -> Candidate:
     wformat, wbits = FORMATS[fmt]
-    integer = wformat in ("int", "ternary", "binary")
+    integer = wformat in INT_CODED
     abits = 8 if integer else 32
     stages = tuple(
         Stage(
@@ -257,7 +257,8 @@ def main() -> int:
         )
         child = shrink(point_parent, data.train, rec)
         for fmt in formats:
-            q = assign_bits(copy.deepcopy(child), candidate(prune, rank, fmt, sparsity))
+            cand = candidate(prune, rank, fmt, sparsity)
+            q = assign_bits(copy.deepcopy(child), cand)
             q, info = quantize_child(q, data.train, rec, point_parent)
             pred = predict(q, test)
             wformat, wbits = FORMATS[fmt]
@@ -269,7 +270,7 @@ def main() -> int:
                 "wformat": wformat,
                 "wbits": wbits,
                 "codebook_bits": wbits if wformat == "kmeans" else None,
-                "abits": 8 if wformat in ("int", "ternary", "binary") else 32,
+                "abits": cand.stages[0].abits,
                 "kd": kd != "off",
                 "kd_mode": kd,
                 "accuracy": float((pred == test.y).mean()),

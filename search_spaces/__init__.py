@@ -5,12 +5,14 @@ from search_spaces._candidate import (
     ACT_BITS,
     FAMILIES,
     FORMAT_BITS,
+    INT_CODED,
     SCHEMA_VERSION,
     WEIGHT_BITS,
     Candidate,
     Compression,
     Distill,
     Stage,
+    default_format,
 )
 from search_spaces._errors import (
     DuplicateSpaceError,
@@ -32,6 +34,8 @@ __all__ = [
     "Compression",
     "Distill",
     "FORMAT_BITS",
+    "INT_CODED",
+    "default_format",
     "FAMILIES",
     "Stage",
     "SchemaVersionError",

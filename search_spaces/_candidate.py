@@ -112,10 +112,6 @@ class Compression(BaseModel):
             raise ValueError("binary weights have no zero: sparsity must be 0 with wformat binary")
         return v
 
-    def code(self) -> dict[str, Any]:
-        """The weight-code fields only (what a layer's ``hw`` annotation carries)."""
-        return {"wbits": self.wbits, "wformat": self.wformat, "sparsity": self.sparsity}
-
 
 class Distill(BaseModel):
     """How a compressed candidate is fine-tuned from its dense parent (when the job's training
@@ -160,14 +156,7 @@ class Stage(Compression):
         """Compression of block ``i`` (the stage's own when not set per block)."""
         if self.blocks is not None:
             return self.blocks[i]
-        return Compression(
-            wbits=self.wbits,
-            wformat=self.wformat,
-            abits=self.abits,
-            prune=self.prune,
-            rank=self.rank,
-            sparsity=self.sparsity,
-        )
+        return Compression(**self.model_dump(include=set(Compression.model_fields)))
 
 
 class Candidate(BaseModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from search_spaces._candidate import Distill
+from search_spaces._candidate import INT_CODED, Distill, default_format
 from search_spaces._space import Dimension, TrialLike
 
 WBITS_ALLOWED: tuple[int | str, ...] = ("binary", "ternary", 2, 4, 8, 16, 32)
@@ -81,7 +81,7 @@ def sample_code(
     else:
         raw = trial.suggest_categorical(f"{prefix}wbits", choices["wbits"])
         wbits, wformat = NAMED_CODES[raw] if isinstance(raw, str) else (int(raw), "")
-    integer = wformat in ("binary", "ternary") or (wformat == "" and wbits <= 8)
+    integer = (wformat or default_format(wbits)) in INT_CODED
     abits = int(trial.suggest_categorical(f"{prefix}abits", choices["abits"])) if integer else 32
     sparsity = 0.0
     if wformat != "binary":

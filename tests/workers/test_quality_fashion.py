@@ -196,8 +196,9 @@ def _coded(parent: Net, data: Splits, recipe: Recipe, **stage: object) -> Net:
     """``parent`` coded in a weight format (stage fields: wbits, wformat, abits) by the
     pipeline's quantize step (QAT / clustering as the format needs)."""
     abits = int(stage.pop("abits", 32))  # type: ignore[call-overload]
-    cand = _cand(abits=abits).model_copy(
-        update={"stages": tuple(s.model_copy(update=stage) for s in _cand(abits=abits).stages)}
+    base = _cand(abits=abits)
+    cand = base.model_copy(
+        update={"stages": tuple(s.model_copy(update=stage) for s in base.stages)}
     )
     q = assign_bits(copy.deepcopy(parent), cand)
     out, _ = quantize_child(q, data.train, recipe, parent)

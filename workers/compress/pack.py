@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from search_spaces import default_format
 from workers.compress.cluster import codebook_of
 from workers.compress.codes import weight_levels
 from workers.compress.quantize import ActQuant
@@ -108,7 +109,7 @@ def serialize(net: Net) -> bytes:
     bits = {}
     for name, m in meta.items():
         row: list[object] = [m["bits"], m["abits"]]
-        if m["format"] != LayerSpec(wbits=int(m["bits"])).wformat:  # type: ignore[call-overload]
+        if m["format"] != default_format(int(m["bits"])):  # type: ignore[call-overload]
             row.append(m["format"])
         if m["sparse"]:
             row.append("sparse")

@@ -81,7 +81,7 @@ def quantize_child(
     if info["act_quantizers"]:
         calibrate(child, [x for x, _ in batches(ft, recipe.batch_size, recipe.calib_batches, 1)])
     specs = [spec_of(m) for _, m in weight_layers(child)]
-    low_bits = any(s.wbits < 8 and s.quantized for s in specs)
+    low_bits = any(s.wbits < 8 for s in specs)
     clusters = any(s.wformat == "kmeans" for s in specs)
     qat = recipe.quant == "qat" or (recipe.quant == "auto" and low_bits) or clusters
     info["clustered_layers"] = attach_clusters(child)  # centroids are fine-tuned: always QAT

@@ -11,6 +11,8 @@ from typing import Literal
 
 from torch import nn
 
+from search_spaces import INT_CODED, default_format
+
 Role = Literal["out", "in", "channelwise"]
 
 
@@ -30,19 +32,12 @@ class LayerSpec:
 
     def __post_init__(self) -> None:
         if not self.wformat:
-            fmt = "float" if self.wbits >= 16 else "binary" if self.wbits == 1 else "int"
-            object.__setattr__(self, "wformat", fmt)
+            object.__setattr__(self, "wformat", default_format(self.wbits))
 
     @property
     def int_coded(self) -> bool:
         """Integer levels x a per-channel scale (int, ternary, binary): fits int8 kernels."""
-        return self.wformat in ("int", "ternary", "binary")
-
-    @property
-    def quantized(self) -> bool:
-        """Weights on a grid or codebook coarser than float16 (trained with QAT / fine-tuned
-        centroids below 8 bits)."""
-        return self.wformat != "float"
+        return self.wformat in INT_CODED
 
     @property
     def compute_wbits(self) -> int:
