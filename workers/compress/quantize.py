@@ -19,7 +19,7 @@ DequantizeLinear (QDQ) pairs; see :func:`qdq_weights` for where the export keeps
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -248,7 +248,7 @@ def attach_fake_quant(net: Net) -> Net:
     after any sparsity mask already attached."""
     for _, layer in weight_layers(net):
         spec = spec_of(layer)
-        if _coded_layer(spec) and not _has(layer, WeightFakeQuant):
+        if _coded_layer(spec) and parametrization_of(layer, WeightFakeQuant) is None:
             parametrize.register_parametrization(layer, "weight", WeightFakeQuant(spec))
     return net
 
@@ -261,9 +261,12 @@ def weight_parametrizations(layer: nn.Module) -> parametrize.ParametrizationList
     return plist
 
 
-def _has(layer: nn.Module, kind: type) -> bool:
-    plist = weight_parametrizations(layer)
-    return plist is not None and any(isinstance(p, kind) for p in plist)
+P = TypeVar("P", bound=nn.Module)
+
+
+def parametrization_of(layer: nn.Module, kind: type[P]) -> P | None:
+    """The first parametrization of type ``kind`` on ``layer.weight``, if any."""
+    return next((p for p in weight_parametrizations(layer) or [] if isinstance(p, kind)), None)
 
 
 def bake(net: Net) -> Net:

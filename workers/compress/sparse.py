@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from workers.compress.quantize import weight_parametrizations
+from workers.compress.quantize import parametrization_of, weight_parametrizations
 from workers.models import Net, spec_of, weight_layers
 
 Scope = Literal["layer", "global"]
@@ -43,13 +43,6 @@ class WeightMask(nn.Module):
 
 def _sparse_layers(net: Net) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
     return [(n, m) for n, m in weight_layers(net) if spec_of(m).sparsity > 0]
-
-
-def _mask_of(layer: nn.Module) -> WeightMask | None:
-    for p in weight_parametrizations(layer) or []:
-        if isinstance(p, WeightMask):
-            return p
-    return None
 
 
 def _raw(layer: nn.Module) -> torch.Tensor:
@@ -94,7 +87,7 @@ def set_sparsity(net: Net, fraction: float = 1.0, scope: Scope = "layer") -> int
                 keep.view(-1)[w.abs().argmax()] = 1
             masks[name] = keep
     for name, layer in layers:
-        existing = _mask_of(layer)
+        existing = parametrization_of(layer, WeightMask)
         if existing is None:
             parametrize.register_parametrization(layer, "weight", WeightMask(masks[name]))
         else:
@@ -126,7 +119,7 @@ def sparsify_model(
 def bake_masks(net: Net) -> Net:
     """Leave the masked values as plain weights (zeros where pruned), in place."""
     for _, layer in weight_layers(net):
-        if _mask_of(layer) is not None:
+        if parametrization_of(layer, WeightMask) is not None:
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
     return net
 
@@ -135,7 +128,7 @@ def remask(net: Net) -> int:
     """Attach masks that keep a baked sparse layer's zeros at zero (for QAT after folding)."""
     count = 0
     for _, layer in _sparse_layers(net):
-        if _mask_of(layer) is None and spec_of(layer).wformat != "kmeans":
+        if parametrization_of(layer, WeightMask) is None and spec_of(layer).wformat != "kmeans":
             mask = (_raw(layer) != 0).to(layer.weight.dtype)
             parametrize.register_parametrization(layer, "weight", WeightMask(mask))
             count += 1
