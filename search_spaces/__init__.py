@@ -20,6 +20,7 @@ from search_spaces._errors import (
     SchemaVersionError,
     UnknownSpaceError,
 )
+from search_spaces._genes import genes, sample_flat
 from search_spaces._registry import get_space, list_spaces, register_space
 from search_spaces._space import Dimension, SearchSpace, SpaceContext, TrialLike
 
@@ -43,7 +44,9 @@ __all__ = [
     "SpaceContext",
     "TrialLike",
     "UnknownSpaceError",
+    "genes",
     "get_space",
+    "sample_flat",
     "list_spaces",
     "register_space",
 ]
