@@ -25,9 +25,10 @@ from service.db.queue import heartbeat
 from service.db.session import get_sessionmaker
 from service.scheduler.fidelity import Ladder
 from service.scheduler.front import JobScoring
+from service.scheduler.proposals import Proposer, SamplingError, SpaceExhaustedError
 from service.scheduler.records import TrialRecords
 from service.scheduler.results import error_message, worker_cause
-from service.scheduler.study import open_study, warm_start
+from service.scheduler.study import open_study, sampler_plan, warm_start
 from service.scheduler.verification import FrontVerifier
 from service.schemas import JobCreate
 from service.settings import Settings
@@ -60,6 +61,7 @@ class _InFlight:
     trial: optuna.trial.Trial
     candidate: Candidate
     rung: int
+    digest: str = ""
     tune_reserved_s: float = 0.0
     runs: list[dict[str, Any]] = field(default_factory=list)  # cost of each evaluation
 
@@ -85,6 +87,7 @@ class JobController:
         self.constraints: list[Constraint] = []
         self.scoring = JobScoring([], [], [], False)
         self.ladder = Ladder([1.0], 3, [])
+        self.proposer: Proposer  # set when the loop starts (it needs the space)
 
     def run(self) -> JobStatus:
         """Run the job to its end; return its final status."""
@@ -126,7 +129,15 @@ class JobController:
         )
         max_rejected = max(50, 5 * spec.budget.trials)
         capacity = self.executor.capacity_for(self.gpus(spec))
+        self.proposer = Proposer(
+            space,
+            flat=sampler_plan(spec).flat,
+            seed=spec.seed,
+            fixed_params=dict(spec.fixed_params),
+        )
+        self.proposer.restore(study)
         in_flight: dict[Any, _InFlight] = {}
+        exhausted = False
         while True:
             complete, failed, rejected = self._counts(study)
             # one cheap UPDATE per loop (at most every poll interval while trials run): it keeps
@@ -154,8 +165,18 @@ class JobController:
                     f"{spec.constraints} look unreachable in this space"
                 )
             sampled = True
-            while len(in_flight) < capacity and complete + len(in_flight) < spec.budget.trials:
-                if not (sampled := self._dispatch(study, space, spec, in_flight)):
+            while (
+                not exhausted
+                and len(in_flight) < capacity
+                and complete + len(in_flight) < spec.budget.trials
+            ):
+                try:
+                    sampled = self._dispatch(study, spec, in_flight)
+                except SpaceExhaustedError as e:
+                    log.warning("job %s: %s", self.job_id, e)
+                    study.set_user_attr("stopped_early", str(e))
+                    exhausted = True
+                if not sampled:
                     break
             if not sampled:
                 continue  # a trial failed to sample: count it against max_failed first
@@ -186,24 +207,23 @@ class JobController:
                 )
 
     def _dispatch(
-        self, study: optuna.Study, space: Any, spec: JobCreate, in_flight: dict[Any, _InFlight]
+        self, study: optuna.Study, spec: JobCreate, in_flight: dict[Any, _InFlight]
     ) -> bool:
-        """Ask, sample and submit one trial; False when the space could not sample it."""
-        trial = study.ask()
+        """Ask, sample and submit one trial of a candidate the job has not evaluated; False
+        when the space could not sample it (raises SpaceExhaustedError when nothing is new)."""
         try:
-            cand = space.sample(trial)
-        except (
-            Exception
-        ) as e:  # a space that cannot build this point: the trial fails, the job goes on
-            self.records.create(trial.number, {}, "")
-            self.records.fail(study, trial, f"sampling failed: {type(e).__name__}: {e}")
+            trial, cand = self.proposer.propose(study)
+        except SamplingError as e:  # a space that cannot build this point: the trial fails
+            self.records.create(e.trial.number, {}, "")
+            self.records.fail(study, e.trial, str(e))
             return False
         candidate = cand.model_dump(mode="json")
+        digest = cand.structural_hash()
         trial.set_user_attr("candidate", candidate)
         trial.set_user_attr("summary", cand.summary())
-        trial.set_user_attr("candidate_hash", cand.structural_hash())
-        self.records.create(trial.number, candidate, cand.structural_hash())
-        self._submit(spec, in_flight, _InFlight(trial, cand, rung=0))
+        trial.set_user_attr("candidate_hash", digest)
+        self.records.create(trial.number, candidate, digest)
+        self._submit(spec, in_flight, _InFlight(trial, cand, rung=0, digest=digest))
         return True
 
     def _submit(self, spec: JobCreate, in_flight: dict[Any, _InFlight], item: _InFlight) -> None:
@@ -266,6 +286,7 @@ class JobController:
             kind = "device" if isinstance(worker_cause(e), ProbeTransientError) else "error"
             log.warning("trial %s failed (%s): %s", t.number, kind, msg)
             self.records.fail(study, t, msg, kind=kind)
+            self.proposer.release(item.digest)  # not evaluated: it may be proposed again
             return
         probes = result.probes()
         self.tune_spent_s += sum(st.tune_s for st in probes)
@@ -297,7 +318,7 @@ class JobController:
             rungs.append({"rung": item.rung, "values": values, "penalty": penalty})
             t.set_user_attr("rungs", rungs)  # the lower-fidelity results, kept
             if self.ladder.promote(item.rung, t.number, values, penalty):
-                nxt = _InFlight(t, item.candidate, item.rung + 1, runs=item.runs)
+                nxt = _InFlight(t, item.candidate, item.rung + 1, item.digest, runs=item.runs)
                 self._submit(spec, in_flight, nxt)
                 return
             study.tell(t, state=OptunaState.PRUNED)

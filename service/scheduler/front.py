@@ -85,9 +85,15 @@ def front(study: optuna.Study, scoring: JobScoring) -> list[FrontPoint]:
     """The feasible non-dominated trained trials, with verified latencies where measured."""
     verified = verified_of(study)
     candidates: list[FrontPoint] = []
+    hashes: set[str] = set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("prefiltered"):
             continue
+        digest = t.user_attrs.get("candidate_hash")
+        if digest:  # a candidate trained twice (jobs before duplicates were refused): once
+            if digest in hashes:
+                continue
+            hashes.add(digest)
         if "metrics" not in t.user_attrs:  # a trial told before metrics were kept: as told
             if t.user_attrs.get("feasible", True):
                 m = _told(t, scoring)

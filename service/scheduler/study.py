@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from functools import cache
 from typing import Any
 
 import optuna
 
+from service.scheduler import samplers
 from service.schemas import JobCreate
 
 
@@ -25,31 +25,17 @@ def study_name(job_id: int) -> str:
 
 
 def make_sampler(spec: JobCreate) -> optuna.samplers.BaseSampler:
-    """The job's seeded sampler. Constraints reach it through ``trial.set_constraint`` (Optuna
-    5 reads them from the trial; ``constraints_func`` is deprecated there)."""
-    with warnings.catch_warnings():  # TPE's group / PartialFixedSampler are "experimental"
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _make_sampler(spec)
+    """The job's seeded sampler (see :mod:`service.scheduler.samplers`)."""
+    return samplers.build(
+        sampler_plan(spec),
+        seed=spec.seed,
+        trials=spec.budget.trials,
+        fixed_params=dict(spec.fixed_params),
+    )
 
 
-def _make_sampler(spec: JobCreate) -> optuna.samplers.BaseSampler:
-    sampler: optuna.samplers.BaseSampler
-    if spec.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
-    elif spec.sampler == "tpe":
-        sampler = optuna.samplers.TPESampler(
-            seed=spec.seed,
-            multivariate=True,
-            group=True,  # the spaces are conditional (family, depth)
-            constant_liar=True,  # K trials in flight
-            n_startup_trials=max(4, min(10, spec.budget.trials // 5)),
-        )
-    else:
-        population = max(4, min(20, spec.budget.trials // 3))
-        sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=spec.seed)
-    if spec.fixed_params:
-        sampler = optuna.samplers.PartialFixedSampler(dict(spec.fixed_params), sampler)
-    return sampler
+def sampler_plan(spec: JobCreate) -> samplers.SamplerPlan:
+    return samplers.plan(spec.sampler, spec.space, spec.budget.trials)
 
 
 def open_study(url: str, job_id: int, spec: JobCreate) -> optuna.Study:
@@ -65,6 +51,7 @@ def open_study(url: str, job_id: int, spec: JobCreate) -> optuna.Study:
         study.set_metric_names(spec.metric_names())
     study.set_user_attr("hwnas_job_id", job_id)
     study.set_user_attr("hwnas_spec", spec.model_dump(mode="json"))
+    study.set_user_attr("sampler", sampler_plan(spec).public())
     return study
 
 

@@ -98,7 +98,7 @@ class Fidelity(BaseModel):
     def rungs(self) -> list[float]:
         """Epoch fractions from the lowest rung up to 1.0 (full budget)."""
         out, f = [], self.min_fraction
-        while f < 1.0 - 1e-9:
+        while f < 1.0 - 1e-3:  # 0.333333 x 3 is the full budget, not another rung below it
             out.append(round(f, 6))
             f *= self.eta
         return [*out, 1.0]
@@ -163,7 +163,13 @@ class JobCreate(BaseModel):
         description="tune probes with MetaSchedule (budget.tune_s), or measure TVM's default "
         "schedules (faster, less faithful latency)",
     )
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    sampler: Literal["auto", "tpe", "nsga2", "gp", "random"] = Field(
+        default="auto",
+        description="auto: the sampler measured best for this space and budget (README, "
+        "Search benchmark); tpe: multi-objective TPE (multivariate, grouped, constant liar); "
+        "nsga2: NSGA-II, population sized to the budget; gp: Gaussian-process BO; nsga2 and "
+        "gp see every parameter of every trial (flat encoding)",
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     fixed_params: dict[str, int | float | str] = Field(
         default_factory=dict,

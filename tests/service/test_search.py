@@ -234,3 +234,10 @@ def test_constraint_units_parse() -> None:
         "accuracy": (">=", 0.85),
         "macs": ("<=", 2e6),
     }
+
+
+def test_a_rung_a_rounding_step_below_full_is_not_a_rung() -> None:
+    from service.schemas.jobs import Fidelity
+
+    assert Fidelity(min_fraction=0.333333, eta=3).rungs() == [0.333333, 1.0]
+    assert Fidelity(min_fraction=0.25, eta=2).rungs() == [0.25, 0.5, 1.0]
