@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression \
-	bench-probes bench-search bench-fidelity tune-profile
+	bench-probes bench-search bench-search-table bench-fidelity tune-profile
 
 $(STAMP): pyproject.toml
 	bash scripts/setup-system.sh
@@ -43,8 +43,15 @@ bench-compression: setup  ## every compression technique alone and combined on F
 bench-probes: setup  ## tuned TVM probe vs ONNX Runtime / PyTorch on 20 cnn_joint candidates (~45 min)
 	$(PY) bench/probes.py --out bench/results
 
-bench-search: setup  ## joint NSGA-II vs random vs sequential search, hypervolume per trial (~50 min)
+bench-search: setup  ## samplers on the surrogate of the committed table (5 seeds) + real confirmation runs (<= 80 min)
 	$(PY) bench/search.py --out bench/results
+
+TABLE ?= digits
+ROWS ?= 300
+bench-search-table: setup  ## grow the table of real evaluations behind bench-search (resumable; TABLE=digits|fashion ROWS=n)
+	$(VENV)/bin/hwnas tune-profile x86/local --space $(if $(filter fashion,$(TABLE)),cnn_joint,small_joint) \
+		--dataset $(if $(filter fashion,$(TABLE)),fashion_mnist_small,digits) --candidates 60 --budget-s 480
+	$(PY) bench/search_table.py --table $(TABLE) --rows $(ROWS)
 
 bench-fidelity: setup  ## demo + Fashion-MNIST jobs, every Pareto bundle re-measured without hwnas (~60 min)
 	$(PY) bench/fidelity.py --out bench/results
