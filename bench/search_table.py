@@ -153,8 +153,6 @@ def to_rows(
 
 
 def grow(args: argparse.Namespace) -> None:
-    rows = read_table(args.table)
-    full = [r for r in rows if r["fraction"] == 1.0]
     work = args.work / args.table
     work.mkdir(parents=True, exist_ok=True)
     bench = Bench(work, args.tuning_dir)
@@ -165,8 +163,9 @@ def grow(args: argparse.Namespace) -> None:
             rows = read_table(args.table)
             chunk = 1 + max((r["chunk"] for r in rows), default=-1)
             seed = 1000 * (1 + list(TABLES).index(args.table)) + chunk
+            full = [r for r in rows if r["fraction"] == 1.0]
             if args.fraction >= 1.0:
-                have = len({r["candidate_hash"] for r in rows if r["fraction"] == 1.0})
+                have = len({r["candidate_hash"] for r in full})
                 if have >= args.rows:
                     break
                 trials = min(args.chunk, args.rows - have + (1 if full else 0))
@@ -174,8 +173,9 @@ def grow(args: argparse.Namespace) -> None:
                 spec = base_spec(args.table, seed, trials)
             else:
                 done = {r["candidate_hash"] for r in rows if r["fraction"] == args.fraction}
-                full = [r for r in rows if r["fraction"] == 1.0 and not r.get("reference")]
-                todo = [r for r in full if r["candidate_hash"] not in done]
+                todo = [
+                    r for r in full if r["candidate_hash"] not in done and not r.get("reference")
+                ]
                 if len(done) >= args.rows or not todo:
                     break
                 todo = todo[: min(args.chunk, args.rows - len(done))]
