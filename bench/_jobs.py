@@ -107,7 +107,8 @@ class Bench:
             r["params"] = params.get(r["number"], {})
             r["warm"] = r["number"] in warm
         hashes = [p["candidate_hash"] for p in points]
-        self.duplicates_trained += len(hashes) - len(set(hashes))
+        trained_twice = len(hashes) - len(set(hashes))
+        self.duplicates_trained += trained_twice
         log.info("%s: %d trials in %.0f s", name, len(points), wall)
         return {
             "job_id": job_id,
@@ -117,6 +118,7 @@ class Bench:
             "trial_s": trial_s,
             "report": report,
             "duplicates_refused": duplicates,
+            "duplicates_trained": trained_twice,
             "sampler": study.user_attrs.get("sampler"),
         }
 
