@@ -11,10 +11,16 @@ from workers.data._registry import (
     list_datasets,
     load_splits,
 )
-from workers.data._user import DatasetFormatError, save_user_dataset, validate_npz
+from workers.data._user import (
+    DatasetFormatError,
+    DatasetTooLargeError,
+    save_user_dataset,
+    validate_npz,
+)
 
 __all__ = [
     "DatasetFormatError",
+    "DatasetTooLargeError",
     "save_user_dataset",
     "validate_npz",
     "DatasetInfo",
