@@ -1,11 +1,16 @@
 """Load and list hardware profiles (TOML files under this package, or HWNAS_PROFILE_DIR).
 
+A file in ``HWNAS_PROFILE_DIR`` that does not parse or validate is skipped with a logged
+warning naming the file and the problem (one bad file must not take every profile down); a
+built-in profile that fails is a bug and raises.
+
 ``HWNAS_RPC_TRACKER=host:port`` points the built-in RPC profiles (``arm/*``) at your TVM RPC
 tracker instead of ``127.0.0.1:9190``; profiles from ``HWNAS_PROFILE_DIR`` keep their own.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from functools import cache
@@ -16,6 +21,7 @@ from pydantic import ValidationError
 from hw_profiles._schema import Profile, check_address
 from search_spaces import HwnasError
 
+log = logging.getLogger(__name__)
 _BUILTIN = Path(__file__).resolve().parent
 RPC_TRACKER_ENV = "HWNAS_RPC_TRACKER"
 
@@ -69,12 +75,18 @@ def _all_profiles(dirs: tuple[Path, ...], tracker: str | None) -> dict[str, Prof
     found: dict[str, Profile] = {}
     for d in dirs:
         for path in sorted(d.rglob("*.toml")):
-            profile = load_profile_file(path)
-            expected = path.relative_to(d).with_suffix("").as_posix()
-            if profile.name != expected:
-                raise ProfileError(
-                    f"{path}: name {profile.name!r} must match its path {expected!r}"
-                )
+            try:
+                profile = load_profile_file(path)
+                expected = path.relative_to(d).with_suffix("").as_posix()
+                if profile.name != expected:
+                    raise ProfileError(
+                        f"{path}: name {profile.name!r} must match its path {expected!r}"
+                    )
+            except ProfileError as e:
+                if d == _BUILTIN:
+                    raise
+                log.warning("hardware profile skipped: %s", e)
+                continue
             if tracker and d == _BUILTIN and profile.measure.tracker:
                 measure = profile.measure.model_copy(update={"tracker": tracker})
                 profile = profile.model_copy(update={"measure": measure})
