@@ -109,7 +109,8 @@ class SearchSpace(ABC):
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
-        """JSON-ready description: the dimensions and a JSON Schema for the overrides."""
+        """JSON-ready description: the dimensions and a JSON Schema for the overrides that
+        states exactly what :meth:`validate_override` accepts."""
         dims = cls.dimensions()
         return {
             "name": cls.name,
@@ -118,25 +119,34 @@ class SearchSpace(ABC):
             "overrides_schema": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {
-                    d.name: {
-                        "oneOf": [
-                            {"type": "array", "minItems": 1, "items": {"enum": list(d.allowed)}},
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "min": {"type": "number"},
-                                    "max": {"type": "number"},
-                                },
-                                "additionalProperties": False,
-                            },
-                        ],
-                        "default": list(d.default),
-                    }
-                    for d in dims
-                },
+                "properties": {d.name: _override_schema(d) for d in dims},
             },
         }
+
+
+def _override_schema(d: Dimension) -> dict[str, Any]:
+    """A non-empty list of allowed values, or (numeric dimensions) a range holding at least one:
+    for each allowed number ``a`` a branch ``min <= a <= max``, so the union is exactly the
+    ranges :meth:`SearchSpace.validate_override` accepts."""
+    forms: list[dict[str, Any]] = [
+        {"type": "array", "minItems": 1, "items": {"enum": list(d.allowed)}}
+    ]
+    numbers = sorted(
+        {a for a in d.allowed if isinstance(a, int | float) and not isinstance(a, bool)}
+    )
+    if numbers:
+        forms.append(
+            {
+                "type": "object",
+                "properties": {"min": {"type": "number"}, "max": {"type": "number"}},
+                "additionalProperties": False,
+                "minProperties": 1,
+                "anyOf": [
+                    {"properties": {"min": {"maximum": a}, "max": {"minimum": a}}} for a in numbers
+                ],
+            }
+        )
+    return {"oneOf": forms, "default": list(d.default)}
 
 
 def _same(a: Any, b: Any) -> bool:

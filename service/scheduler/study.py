@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from service.scheduler import samplers
-from service.schemas import JobCreate
+from service.schemas import JobSpec
 
 
 @cache
@@ -24,7 +24,7 @@ def study_name(job_id: int) -> str:
     return f"job-{job_id}"
 
 
-def make_sampler(spec: JobCreate) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: JobSpec) -> optuna.samplers.BaseSampler:
     """The job's seeded sampler (see :mod:`service.scheduler.samplers`)."""
     return samplers.build(
         sampler_plan(spec),
@@ -34,11 +34,11 @@ def make_sampler(spec: JobCreate) -> optuna.samplers.BaseSampler:
     )
 
 
-def sampler_plan(spec: JobCreate) -> samplers.SamplerPlan:
+def sampler_plan(spec: JobSpec) -> samplers.SamplerPlan:
     return samplers.plan(spec.sampler, spec.space, spec.budget.trials)
 
 
-def open_study(url: str, job_id: int, spec: JobCreate) -> optuna.Study:
+def open_study(url: str, job_id: int, spec: JobSpec) -> optuna.Study:
     """Create the job's study (or load it after a restart) with metric names set."""
     study = optuna.create_study(
         study_name=study_name(job_id),

@@ -23,7 +23,7 @@ from service.db.queue import heartbeat
 from service.scheduler.front import VERIFIED_PREFIX, front
 from service.scheduler.results import error_message
 from service.scheduler.study import load_study
-from service.schemas import JobCreate
+from service.schemas import JobSpec
 from workers.records import VerifyPoint, VerifyRequest
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ MAX_ROUNDS = 3
 
 
 class FrontVerifier:
-    def __init__(self, controller: JobController, spec: JobCreate) -> None:
+    def __init__(self, controller: JobController, spec: JobSpec) -> None:
         self.c = controller
         self.spec = spec
 

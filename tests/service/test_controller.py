@@ -19,7 +19,7 @@ from service.db.models import Job, JobStatus, Trial, TrialState
 from service.db.session import get_sessionmaker
 from service.scheduler.controller import JobController
 from service.scheduler.study import load_study
-from service.schemas import JobCreate
+from service.schemas import JobSpec
 from tests.service.inline import InlineExecutor, settings_for, submit
 
 SPEC = {
@@ -100,7 +100,7 @@ def test_interrupted_trials_fail_with_reason_on_restart(db_url: str, tmp_path: P
     job_id = submit(db_url, spec)
     from service.scheduler.study import open_study
 
-    study = open_study(db_url, job_id, JobCreate.model_validate(spec))
+    study = open_study(db_url, job_id, JobSpec.model_validate(spec))
     orphan = study.ask()  # a scheduler died with this trial RUNNING
     with get_sessionmaker(db_url)() as s:
         s.add(Trial(job_id=job_id, number=orphan.number, candidate={}, candidate_hash=""))
@@ -144,7 +144,7 @@ def test_front_is_verified_from_the_shipped_files(db_url: str, tmp_path: Path) -
     study = load_study(db_url, job_id)
     assert study.user_attrs["verification"]["status"] == "done"
     assert len(executor.verifications) >= 1
-    scoring = JobScoring.from_spec(JobCreate.model_validate(spec).model_dump(mode="json"))
+    scoring = JobScoring.from_spec(JobSpec.model_validate(spec).model_dump(mode="json"))
     points = front(study, scoring)
     assert points
     for p in points:
