@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from service.api.report import job_report
-from service.db import crud
+from service.db import accounts, crud
 from service.db.migrate import upgrade
 from service.db.models import Job, TrialState
 from service.db.queue import claim_job
@@ -21,7 +21,7 @@ from service.db.session import get_sessionmaker
 from service.scheduler.controller import JobController
 from service.scheduler.executor import RayExecutor
 from service.scheduler.study import get_storage, load_study, open_study
-from service.schemas import JobCreate
+from service.schemas import JobSpec
 from service.settings import Settings
 
 log = logging.getLogger("bench.jobs")
@@ -63,9 +63,11 @@ class Bench:
         ``store`` names the artifact dir (parent and probe caches; default ``name``);
         ``enqueue`` lists parameter sets tried first."""
         sessions = get_sessionmaker(self.url)
-        job_in = JobCreate.model_validate(spec)
+        job_in = JobSpec.model_validate(spec)
         with sessions() as s:
-            job = crud.create_job(session=s, job_in=job_in)
+            job = crud.create_job(
+                session=s, job_in=job_in, owner_id=accounts.admin_user(session=s).id
+            )
             claimed = claim_job(session=s, worker_id="bench", stale_after_s=3600)
             assert claimed is not None and claimed.id == job.id
             job_id = job.id

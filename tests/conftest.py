@@ -73,3 +73,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     for url in _fresh_pg_database(base):
         upgrade(url)
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def blank_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty database, no migration applied (SQLite file or PostgreSQL)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'blank.db'}"
+        yield url
+        get_engine(url).dispose()
+        return
+    base = _pg_base_url()
+    assert base is not None
+    yield from _fresh_pg_database(base)

@@ -18,14 +18,14 @@ import psutil
 import pytest
 from optuna.trial import TrialState as OptunaState
 
-from service.db import crud
+from service.db import accounts, crud
 from service.db.migrate import upgrade
 from service.db.models import Job, JobStatus
 from service.db.queue import claim_job
 from service.db.session import get_sessionmaker
 from service.scheduler.controller import JobController
 from service.scheduler.study import get_storage, load_study
-from service.schemas import JobCreate
+from service.schemas import JobSpec
 from service.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,11 @@ def _submit(settings: Settings, spec: dict[str, Any], claim: bool = True) -> int
     upgrade(settings.database_url)
     get_storage(settings.database_url)
     with get_sessionmaker(settings.database_url)() as s:
-        job = crud.create_job(session=s, job_in=JobCreate.model_validate(spec))
+        job = crud.create_job(
+            session=s,
+            job_in=JobSpec.model_validate(spec),
+            owner_id=accounts.admin_user(session=s).id,
+        )
         if claim:
             assert claim_job(session=s, worker_id="test", stale_after_s=60) is not None
         return job.id

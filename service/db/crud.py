@@ -1,27 +1,50 @@
-"""Create/read helpers for jobs and trials (keyword-only, one session each)."""
+"""Create/read helpers for jobs and trials (keyword-only, one session each). Reads that take a
+``user`` see only that account's rows, unless it is an admin."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, JobStatus, Trial, utcnow
-from service.schemas import JobCreate
+from service.db.models import Job, JobStatus, Trial, User, utcnow
+from service.schemas import JobSpec
 
 
-def create_job(*, session: Session, job_in: JobCreate) -> Job:
-    job = Job(name=job_in.name, spec=job_in.model_dump(mode="json"), status=JobStatus.queued)
+def create_job(*, session: Session, job_in: JobSpec, owner_id: int, commit: bool = True) -> Job:
+    job = Job(
+        name=job_in.name,
+        spec=job_in.model_dump(mode="json"),
+        status=JobStatus.queued,
+        owner_id=owner_id,
+    )
     session.add(job)
-    session.commit()
-    session.refresh(job)
+    if commit:
+        session.commit()
+        session.refresh(job)
+    else:
+        session.flush()
     return job
 
 
-def list_jobs(*, session: Session, skip: int, limit: int) -> tuple[list[Job], int]:
-    count = session.scalar(select(func.count()).select_from(Job)) or 0
-    jobs = session.scalars(select(Job).order_by(Job.id.desc()).offset(skip).limit(limit)).all()
+def _visible(stmt: Select[Any], user: User | None) -> Select[Any]:
+    return stmt if user is None or user.is_admin else stmt.where(Job.owner_id == user.id)
+
+
+def get_job(*, session: Session, job_id: int, user: User | None) -> Job | None:
+    """Job ``job_id`` if ``user`` may see it (None: no owner check)."""
+    job: Job | None = session.scalar(_visible(select(Job).where(Job.id == job_id), user))
+    return job
+
+
+def list_jobs(
+    *, session: Session, user: User | None, skip: int, limit: int
+) -> tuple[list[Job], int]:
+    count = session.scalar(_visible(select(func.count()).select_from(Job), user)) or 0
+    jobs = session.scalars(
+        _visible(select(Job), user).order_by(Job.id.desc()).offset(skip).limit(limit)
+    ).all()
     return list(jobs), count
 
 
@@ -50,15 +73,29 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     return job
 
 
-def extend_job(*, session: Session, job: Job, trials: int, tune_s: float) -> Job:
-    """Add ``trials`` COMPLETE trials (and ``tune_s`` tuning seconds) to an ended job's budget
-    and queue it again; its study, trials and caches carry over."""
-    spec = dict(job.spec)
-    budget = dict(spec["budget"])
+def grown_spec(job: Job, trials: int, tune_s: float) -> JobSpec:
+    """The job's spec with ``trials`` COMPLETE trials (and ``tune_s`` tuning seconds) added to
+    its budget, validated like a submitted one.
+
+    Raises:
+        pydantic.ValidationError: the grown budget passes ``budget``'s bounds (loc
+            ``budget.trials`` / ``budget.tune_s``), or the stored spec no longer validates.
+    """
+    budget = dict(job.spec["budget"])
     budget["trials"] = job.trials_complete + trials
     budget["tune_s"] = float(budget.get("tune_s", 900.0)) + tune_s
-    spec["budget"] = budget
-    job.spec = spec  # a new dict: JSON columns track assignment, not mutation
+    return JobSpec.model_validate({**job.spec, "budget": budget})
+
+
+def extend_job(*, session: Session, job: Job, trials: int, tune_s: float) -> Job:
+    """Add ``trials`` COMPLETE trials (and ``tune_s`` tuning seconds) to an ended job's budget
+    and queue it again; its study, trials and caches carry over.
+
+    Raises:
+        pydantic.ValidationError: see :func:`grown_spec`; nothing is changed then.
+    """
+    spec = grown_spec(job, trials, tune_s)
+    job.spec = spec.model_dump(mode="json")  # a new dict: JSON columns track assignment
     job.status = JobStatus.queued
     job.error = None
     job.finished_at = None

@@ -1,4 +1,5 @@
-"""ORM models: jobs and their trials (Optuna's tables sit beside these, unlinked)."""
+"""ORM models: accounts (users, API tokens), the audit log, and what users own (jobs with their
+trials, uploaded datasets). Optuna's tables sit beside these, unlinked."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    DateTime,
+    BigInteger,
+    Boolean,
     Enum,
     Float,
     ForeignKey,
@@ -19,7 +21,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from service.db.base import Base
+from service.db.base import Base, UTCDateTime
+
+ADMIN_NAME = "admin"  # the account HWNAS_ADMIN_TOKEN acts as (created by migration 0003)
 
 
 def utcnow() -> datetime:
@@ -35,6 +39,9 @@ class JobStatus(enum.StrEnum):
     failed = "failed"
 
 
+ACTIVE = (JobStatus.queued, JobStatus.running, JobStatus.cancelling)
+
+
 class TrialState(enum.StrEnum):
     running = "running"
     complete = "complete"
@@ -44,12 +51,82 @@ class TrialState(enum.StrEnum):
     pruned = "pruned"  # successive halving: not promoted past a lower rung
 
 
+class User(Base):
+    """An account. Quotas left None take the service's defaults (``HWNAS_QUOTA_*``)."""
+
+    __tablename__ = "hwnas_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    quota_exempt: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_active_trials: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class ApiToken(Base):
+    """A bearer token: only its SHA-256 is stored (the secret is shown once, at creation)."""
+
+    __tablename__ = "hwnas_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("hwnas_users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100), default="")
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    user: Mapped[User] = relationship()
+
+
+class AuditEvent(Base):
+    """Who did what to which resource. ``user_id`` is kept without a foreign key, so the log
+    outlives what it describes."""
+
+    __tablename__ = "hwnas_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    user_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(40), index=True)
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    client: Mapped[str] = mapped_column(String(100), default="")
+
+
+class Dataset(Base):
+    """An uploaded dataset, stored as ``<datasets dir>/<owner id>/<name>.npz``; jobs of its
+    owner name it ``user/<name>``."""
+
+    __tablename__ = "hwnas_datasets"
+    __table_args__ = (UniqueConstraint("owner_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("hwnas_users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Job(Base):
     """A search job. Table names are prefixed: Optuna owns `trials`, `studies`... here too."""
 
     __tablename__ = "hwnas_jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("hwnas_users.id"), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[JobStatus] = mapped_column(
         Enum(JobStatus, native_enum=False, length=20), default=JobStatus.queued, index=True
@@ -62,10 +139,10 @@ class Job(Base):
     trials_complete: Mapped[int] = mapped_column(Integer, default=0)
     trials_failed: Mapped[int] = mapped_column(Integer, default=0)
     best_accuracy: Mapped[float | None] = mapped_column(Float, default=None)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     trials: Mapped[list[Trial]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="Trial.number"
@@ -92,8 +169,8 @@ class Trial(Base):
     verified: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     bundle_dir: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     job: Mapped[Job] = relationship(back_populates="trials")
 

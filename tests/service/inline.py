@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.db import crud
+from service.db import accounts, crud
 from service.db.queue import claim_job
 from service.db.session import get_sessionmaker
-from service.schemas import JobCreate
+from service.schemas import JobSpec
 from service.settings import Settings
 from workers.evaluate import evaluate_json
 from workers.probe import ProbeTransientError
@@ -92,6 +92,10 @@ def settings_for(db_url: str, tmp_path: Path, *, verify: bool = False) -> Settin
 
 def submit(url: str, spec: dict[str, Any]) -> int:
     with get_sessionmaker(url)() as s:
-        job = crud.create_job(session=s, job_in=JobCreate.model_validate(spec))
+        job = crud.create_job(
+            session=s,
+            job_in=JobSpec.model_validate(spec),
+            owner_id=accounts.admin_user(session=s).id,
+        )
         assert claim_job(session=s, worker_id="test", stale_after_s=60) is not None
         return job.id

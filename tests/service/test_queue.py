@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from service.db import accounts
 from service.db.models import Job, JobStatus, utcnow
 from service.db.queue import claim_job, heartbeat
 from service.db.session import get_sessionmaker
@@ -16,7 +17,8 @@ SPEC = {"budget": {"trials": 1}}
 
 def _add_jobs(url: str, n: int) -> list[int]:
     with get_sessionmaker(url)() as s:
-        jobs = [Job(spec=SPEC) for _ in range(n)]
+        owner = accounts.admin_user(session=s).id
+        jobs = [Job(spec=SPEC, owner_id=owner) for _ in range(n)]
         s.add_all(jobs)
         s.commit()
         return [j.id for j in jobs]
