@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from service.api.routes import catalog, datasets, jobs, models
+from service.api import errors
+from service.api.routes import audit, catalog, datasets, jobs, models, users
 from service.db.migrate import upgrade
+from service.db.session import get_sessionmaker
+from service.db.uploads import adopt_legacy
 from service.settings import Settings, get_settings
 
 
@@ -14,14 +18,18 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     settings = settings or get_settings()
     if migrate:
         upgrade(settings.database_url)
+        with get_sessionmaker(settings.database_url)() as session:
+            adopt_legacy(session=session, settings=settings)
     app = FastAPI(
         title="hwnas",
         version="0.1.0",
         summary="Hardware-aware compression search: submit jobs, read Pareto fronts, pull models.",
+        description="Every route but /healthz needs `Authorization: Bearer <token>`. Your jobs, "
+        "uploads and models are yours: another account's ids answer 404 (an admin sees all).",
     )
     app.state.settings = settings
-    app.include_router(jobs.router)
-    app.include_router(models.router)
-    app.include_router(datasets.router)
-    app.include_router(catalog.router)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    errors.install(app)
+    for module in (jobs, models, datasets, users, audit, catalog):
+        app.include_router(module.router)
     return app

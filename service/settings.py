@@ -5,14 +5,14 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """One settings object per process; every field can be set as ``HWNAS_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="HWNAS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HWNAS_", extra="ignore", env_ignore_empty=True)
 
     database_url: str = Field(
         default="sqlite:///./hwnas-data/hwnas.db",
@@ -29,7 +29,34 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     heartbeat_timeout_s: float = Field(default=60.0, gt=1, le=3600)
     worker_id: str | None = Field(default=None, description="scheduler id (default host:pid)")
-    max_upload_bytes: int = Field(default=64 * 2**20, ge=1)
+    max_upload_bytes: int = Field(
+        default=64 * 2**20, ge=1, description="largest dataset upload (request body bytes)"
+    )
+    max_dataset_bytes: int = Field(
+        default=2**30,
+        ge=1,
+        description="largest dataset once decoded (float32 images, int64 labels), checked "
+        "from the upload's zip and .npy headers before anything is decompressed",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the admin account (creates users and tokens); unset = "
+        "no admin over the API (hwnas users / hwnas tokens work on the database directly)",
+    )
+    allowed_hosts: list[str] = Field(
+        default=["127.0.0.1", "localhost"],
+        description="Host headers the API answers (JSON list; '*' = any)",
+    )
+    quota_active_jobs: int = Field(default=4, ge=0, description="default: jobs queued/running")
+    quota_active_trials: int = Field(
+        default=2_000, ge=0, description="default: trials an account's active jobs may ask for"
+    )
+    quota_storage_bytes: int = Field(
+        default=20 * 2**30, ge=0, description="default: bytes of uploads + job artifacts"
+    )
+    submit_rate_per_min: int = Field(
+        default=30, ge=1, description="job submissions per account per minute (429 beyond)"
+    )
     tuning_dir: Path = Field(
         default=Path("./hwnas-data/tuning"),
         description="MetaSchedule databases, one per profile and TVM version, shared by all jobs",
@@ -51,10 +78,21 @@ class Settings(BaseSettings):
         description="tuning seconds a verification may spend on dense parents' new tasks",
     )
 
+    @field_validator("admin_token")
+    @classmethod
+    def _strong(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("HWNAS_ADMIN_TOKEN must be at least 16 characters (or unset)")
+        return v
+
     @property
     def user_data_dir(self) -> Path:
         """Where uploaded datasets are stored (under the artifact dir, shared with workers)."""
         return Path(self.artifact_dir).resolve() / "datasets"
+
+    def datasets_dir(self, owner_id: int) -> Path:
+        """The uploads of account ``owner_id``: its jobs' ``user/<name>`` resolve here."""
+        return self.user_data_dir / str(owner_id)
 
 
 @cache

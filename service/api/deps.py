@@ -1,13 +1,16 @@
-"""FastAPI dependencies."""
+"""FastAPI dependencies: settings, a database session, the calling account."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from service.db.accounts import authenticate
+from service.db.models import User
 from service.db.session import get_sessionmaker
 from service.settings import Settings
 
@@ -26,3 +29,52 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="An API token (`Authorization: Bearer hwnas_...`), created by an admin with "
+    "POST /v1/users/{user_id}/tokens; the admin's own is HWNAS_ADMIN_TOKEN.",
+)
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def current_user(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The account of the request's bearer token; 401 without a valid one."""
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token: send 'Authorization: Bearer <token>'",
+            headers=_UNAUTHORIZED,
+        )
+    user = authenticate(session=session, secret=credentials.credentials, settings=settings)
+    if user is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid token: unknown, expired or revoked, or its account is disabled",
+            headers=_UNAUTHORIZED,
+        )
+    request.state.user = user.name
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def admin_only(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin token")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_only)]
+
+
+def client_of(request: Request) -> str:
+    """Who called, for the audit log."""
+    return request.client.host if request.client else ""

@@ -11,17 +11,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.main import create_app
-from service.settings import Settings
+from tests.service.api import admin_client, api_settings, as_token, new_user
 from workers.data import load_splits
 
 
 @pytest.fixture
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        database_url=db_url, artifact_dir=tmp_path / "art", max_upload_bytes=200_000
-    )
-    with TestClient(create_app(settings)) as c:
+    settings = api_settings(db_url, tmp_path, max_upload_bytes=200_000)
+    with admin_client(settings) as c:
         yield c
 
 
@@ -47,19 +44,26 @@ def _valid() -> bytes:
 def test_upload_lists_and_loads_with_fixed_splits(client: TestClient, tmp_path: Path) -> None:
     r = client.post("/v1/datasets", params={"name": "toy"}, content=_valid())
     assert r.status_code == 201, r.text
-    assert r.json() == {
+    body = r.json()
+    assert {k: body[k] for k in ("name", "input_shape", "num_classes", "sizes", "owner")} == {
         "name": "user/toy",
         "input_shape": [1, 6, 6],
         "num_classes": 3,
         "sizes": {"train": 120, "test": 30},
+        "owner": "admin",
     }
+    assert body["size_bytes"] > 0
     names = [d["name"] for d in client.get("/v1/datasets").json()["data"]]
     assert {"digits", "fashion_mnist", "user/toy"} <= set(names)
-    a = load_splits("user/toy", 0, tmp_path / "art" / "datasets")
-    b = load_splits("user/toy", 0, tmp_path / "art" / "datasets")
+    admin_id = client.get("/v1/me").json()["id"]
+    root = tmp_path / "artifacts" / "datasets" / str(admin_id)  # the owner's own directory
+    a = load_splits("user/toy", 0, root)
+    b = load_splits("user/toy", 0, root)
     assert len(a.train) + len(a.val) == 120 and len(a.test) == 30
     assert np.array_equal(a.val.x, b.val.x) and a.train.x.max() <= 1.0  # uint8 scaled
     assert client.post("/v1/datasets", params={"name": "toy"}, content=_valid()).status_code == 409
+    (event,) = client.get("/v1/audit", params={"action": "dataset.upload"}).json()["data"]
+    assert event["target"] == "dataset user/toy" and event["user_name"] == "admin"
 
 
 def test_job_on_uploaded_data_is_accepted_and_unknown_one_refused(client: TestClient) -> None:
@@ -72,8 +76,48 @@ def test_job_on_uploaded_data_is_accepted_and_unknown_one_refused(client: TestCl
     }
     assert client.post("/v1/jobs", json=job).status_code == 201
     r = client.post("/v1/jobs", json={**job, "dataset": "user/missing"})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "dataset"]
+    assert r.status_code == 404 and "user/missing" in r.json()["detail"]
     assert client.get("/v1/jobs").json()["count"] == 1
+
+
+def test_uploads_are_their_owners_own(client: TestClient) -> None:
+    """Another account neither lists nor uses your upload; it may upload its own of the same
+    name."""
+    client.post("/v1/datasets", params={"name": "toy"}, content=_valid())
+    _, token = new_user(client, "bob")
+    bob = as_token(client, token)
+    listed = [d["name"] for d in client.get("/v1/datasets", headers=bob).json()["data"]]
+    assert "user/toy" not in listed and "digits" in listed
+    job = {"dataset": "user/toy", "space": "cnn_joint", "profiles": ["x86/local"]}
+    r = client.post("/v1/jobs", json={**job, "budget": {"trials": 2}}, headers=bob)
+    assert r.status_code == 404
+    r = client.post("/v1/datasets", params={"name": "toy"}, content=_valid(), headers=bob)
+    assert r.status_code == 201 and r.json()["owner"] == "bob"
+    admin_view = [d for d in client.get("/v1/datasets").json()["data"] if d["owner"]]
+    assert sorted(d["owner"] for d in admin_view) == ["admin", "bob"]
+
+
+def test_grayscale_n_h_w_is_one_channel(client: TestClient) -> None:
+    rng = np.random.default_rng(0)
+    blob = _npz(
+        x_train=rng.integers(0, 256, (60, 6, 6), dtype=np.uint8),
+        y_train=np.arange(60) % 3,
+        x_test=rng.integers(0, 256, (20, 6, 6), dtype=np.uint8),
+        y_test=np.arange(20) % 3,
+    )
+    r = client.post("/v1/datasets", params={"name": "gray"}, content=blob)
+    assert r.status_code == 201, r.text
+    assert r.json()["input_shape"] == [1, 6, 6]
+
+
+def test_storage_quota_is_403_naming_it(client: TestClient) -> None:
+    _, token = new_user(client, "carol", max_storage_bytes=1000)
+    r = client.post(
+        "/v1/datasets", params={"name": "toy"}, content=_valid(), headers=as_token(client, token)
+    )
+    assert r.status_code == 403 and "max_storage_bytes = 1000" in r.json()["detail"]
+    listed = client.get("/v1/datasets", headers=as_token(client, token)).json()["data"]
+    assert "user/toy" not in [d["name"] for d in listed]
 
 
 BAD = [
@@ -136,7 +180,9 @@ def test_bad_uploads_are_refused_naming_the_problem(
     client: TestClient, make: Any, message: str
 ) -> None:
     r = client.post("/v1/datasets", params={"name": "bad"}, content=make())
-    assert r.status_code == 422 and message in r.json()["detail"], r.text
+    assert r.status_code == 422, r.text
+    (err,) = r.json()["detail"]
+    assert err["loc"] == ["body"] and message in err["msg"], err
     assert "user/bad" not in [d["name"] for d in client.get("/v1/datasets").json()["data"]]
 
 
@@ -146,3 +192,76 @@ def test_upload_over_the_limit_is_413_and_bad_name_422(client: TestClient) -> No
     assert r.status_code == 413
     r = client.post("/v1/datasets", params={"name": "../etc"}, content=_valid())
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "name"]
+
+
+def test_decoded_size_over_the_limit_is_413_before_decompressing(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A small zip that would decode large (zeros compress well) is refused from its headers."""
+    settings = api_settings(db_url, tmp_path, max_dataset_bytes=100_000)
+    blob = _npz(
+        x_train=np.zeros((1000, 1, 8, 8), np.uint8),  # 64 KB as uint8, 256 KB as float32
+        y_train=np.arange(1000) % 2,
+        x_test=np.zeros((20, 1, 8, 8), np.uint8),
+        y_test=np.arange(20) % 2,
+    )
+    with admin_client(settings) as c:
+        r = c.post("/v1/datasets", params={"name": "zeros"}, content=blob)
+    assert r.status_code == 413 and "x_train" in r.json()["detail"], r.text
+
+
+def test_a_job_trains_on_its_owners_upload(db_url: str, tmp_path: Path) -> None:
+    """Submitted over the API by an ordinary account, claimed and run by the controller: the
+    worker reads the upload from its owner's directory."""
+    from service.db.models import Job, JobStatus
+    from service.db.queue import claim_job
+    from service.db.session import get_sessionmaker
+    from service.scheduler.controller import JobController
+    from tests.service.inline import InlineExecutor
+
+    settings = api_settings(db_url, tmp_path, verify=False, poll_interval_s=0.01)
+    with admin_client(settings) as c:
+        _, token = new_user(c, "uma")
+        uma = as_token(c, token)
+        rng = np.random.default_rng(0)
+        blob = _npz(
+            x_train=rng.random((120, 16), dtype=np.float32),
+            y_train=np.arange(120) % 2,
+            x_test=rng.random((40, 16), dtype=np.float32),
+            y_test=np.arange(40) % 2,
+        )
+        assert c.post("/v1/datasets", params={"name": "flat"}, content=blob, headers=uma).is_success
+        spec = {
+            "dataset": "user/flat",
+            "space": "mlp_small",
+            "space_overrides": {"depth": [1], "width": [16]},
+            "profiles": ["x86/local"],
+            "objectives": ["accuracy", "size"],
+            "budget": {"trials": 1, "tune_s": 0},
+            "training": {"epochs": 1, "finetune_epochs": 0},
+            "tuning": "off",
+        }
+        r = c.post("/v1/jobs", json=spec, headers=uma)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+    with get_sessionmaker(db_url)() as s:
+        assert claim_job(session=s, worker_id="t", stale_after_s=60) is not None
+    status = JobController(settings, InlineExecutor(set()), job_id, "t").run()
+    with get_sessionmaker(db_url)() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        assert status == JobStatus.succeeded, job.error
+        assert job.trials_complete == 1
+
+
+def test_uploads_from_before_accounts_become_the_admins(db_url: str, tmp_path: Path) -> None:
+    from workers.data import save_user_dataset
+
+    settings = api_settings(db_url, tmp_path)
+    save_user_dataset(settings.user_data_dir, "legacy", _valid())  # the old flat layout
+    with admin_client(settings) as c:
+        listed = {d["name"]: d for d in c.get("/v1/datasets").json()["data"]}
+        admin_id = c.get("/v1/me").json()["id"]
+    assert listed["user/legacy"]["owner"] == "admin"
+    assert (settings.datasets_dir(admin_id) / "legacy.npz").is_file()
+    assert not (settings.user_data_dir / "legacy.npz").exists()

@@ -11,16 +11,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.main import create_app
-from service.settings import Settings
+from tests.service.api import admin_client, api_settings
 
 DEMO = json.loads((Path(__file__).resolve().parents[2] / "examples" / "demo-job.json").read_text())
 
 
 @pytest.fixture
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(database_url=db_url, artifact_dir=tmp_path / "artifacts")
-    with TestClient(create_app(settings)) as c:
+    with admin_client(api_settings(db_url, tmp_path)) as c:
         yield c
 
 
@@ -75,7 +73,7 @@ def test_unknown_job_and_model(client: TestClient) -> None:
     assert client.post("/v1/jobs/999/cancel").status_code == 404
     assert client.get("/v1/models/999-0").status_code == 404
     r = client.get("/v1/models/not-a-model")
-    assert r.status_code == 422 and "model_id" in r.json()["detail"]
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "model_id"]
 
 
 def _with(path: list[str], value: Any) -> dict[str, Any]:
@@ -93,7 +91,17 @@ BAD = [
     (["profiles"], ["arm/nowhere"], ["body", "profiles"], "unknown hardware profile 'arm/nowhere'"),
     (["profiles"], [], ["body", "profiles"], "at least 1"),
     (["objectives"], ["accuracy", "speed"], ["body", "objectives"], "unknown objective 'speed'"),
-    (["objectives"], ["latency@arm/rasp4b64"], ["body", "objectives"], "not in profiles"),
+    (["objectives"], ["latency@arm/nowhere"], ["body", "objectives"], "unknown objective"),
+    (["objectives"], ["size", "size"], ["body", "objectives"], "duplicate objectives"),
+    (["constraints"], ["size < 2 KB"], ["body", "constraints"], "'<=' bounds"),
+    (["constraints"], ["accuracy >= 85"], ["body", "constraints"], "must lie in [0, 1]"),
+    (["constraints"], ["size <= 1 KB", "size <= 1 KB"], ["body", "constraints"], "duplicate"),
+    (["budget", "tune_s"], False, ["body", "budget", "tune_s"], "valid number"),
+    (["budget", "trials"], True, ["body", "budget", "trials"], "valid integer"),
+    (["budget", "trials"], "4", ["body", "budget", "trials"], "valid integer"),
+    (["name"], "a\x00b", ["body", "name"], "pattern"),
+    (["dataset"], "user/../x", ["body", "dataset"], "user/<name>"),
+    (["fixed_params"], {"stage9.width": 8}, ["body", "fixed_params"], "not a parameter"),
     (["budget", "trials"], 0, ["body", "budget", "trials"], "greater than or equal to 1"),
     (["budget", "trials"], 1_000_000, ["body", "budget", "trials"], "less than or equal"),
     (["training", "epochs"], -1, ["body", "training", "epochs"], "greater than or equal"),
@@ -185,21 +193,57 @@ def test_extend_report_and_warm_start_refusals(client: TestClient) -> None:
     assert report["trials"] == {} and report["cache"]["probe"]["hit_rate"] is None
     assert client.get("/v1/jobs/999/report").status_code == 404
 
-    for source, needle in ((999, "does not exist"), (job["id"], "no complete trials")):
-        r = client.post("/v1/jobs", json={**DEMO, "warm_start_from": source})
-        assert r.status_code == 422
-        (err,) = r.json()["detail"]
-        assert err["loc"] == ["body", "warm_start_from"] and needle in err["msg"]
+    r = client.post("/v1/jobs", json={**DEMO, "warm_start_from": 999})
+    assert r.status_code == 404 and "warm_start_from: job 999" in r.json()["detail"]
+    r = client.post("/v1/jobs", json={**DEMO, "warm_start_from": job["id"]})
+    assert r.status_code == 409 and "no complete trials" in r.json()["detail"]
     other_space = "small_joint" if DEMO["space"] != "small_joint" else "mlp_small"
     other = {**DEMO, "space": other_space, "space_overrides": {}, "warm_start_from": job["id"]}
-    with_space = client.post("/v1/jobs", json=other).json()["detail"][0]["msg"]
-    assert f"searched space '{DEMO['space']}'" in with_space
+    r = client.post("/v1/jobs", json=other)
+    assert r.status_code == 409 and f"searched space '{DEMO['space']}'" in r.json()["detail"]
     assert _count(client) == 1  # nothing refused was stored
 
 
-def test_constraints_are_refused_by_index(client: TestClient) -> None:
-    spec = {**DEMO, "constraints": ["size <= 200 KB", "latency@arm/rasp5 <= 3 ms"]}
-    r = client.post("/v1/jobs", json=spec)
-    assert r.status_code == 422
+def test_extend_past_the_budget_bounds_is_422_and_changes_nothing(client: TestClient) -> None:
+    """The grown budget is checked like a submitted one (a stored budget over its bounds
+    once stopped every scheduler that claimed the job)."""
+    job = client.post("/v1/jobs", json=DEMO).json()
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    r = client.post(f"/v1/jobs/{job['id']}/extend", json={"trials": 1, "tune_s": 86_400})
+    assert r.status_code == 422, r.text
     (err,) = r.json()["detail"]
-    assert err["loc"] == ["body", "constraints"] and "constraints[1]" in err["msg"]
+    assert err["loc"] == ["body", "tune_s"] and "86400" in err["msg"]
+    r = client.post(f"/v1/jobs/{job['id']}/extend", json={"trials": 1, "tune_s": False})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "tune_s"]
+    after = client.get(f"/v1/jobs/{job['id']}").json()
+    assert after["status"] == "cancelled" and after["spec"]["budget"] == job["spec"]["budget"]
+
+
+def test_profiles_named_by_objectives_and_constraints_are_measured(client: TestClient) -> None:
+    spec = {
+        **DEMO,
+        "profiles": ["x86/local"],
+        "objectives": ["accuracy", "latency", "latency@x86/local-2t"],
+        "constraints": ["latency <= 2 ms", "size <= 200 KB"],
+    }
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 201, r.text
+    stored = r.json()["spec"]
+    assert stored["profiles"] == ["x86/local", "x86/local-2t"]
+    assert stored["objectives"] == ["accuracy", "latency@x86/local", "latency@x86/local-2t"]
+    assert stored["constraints"] == [
+        "latency@x86/local <= 2 ms",
+        "latency@x86/local-2t <= 2 ms",
+        "size <= 200 KB",
+    ]
+    assert stored["schema_version"] == 1
+
+
+def test_unreachable_profile_is_409_naming_it(client: TestClient) -> None:
+    spec = {**DEMO, "constraints": ["size <= 200 KB", "latency@nvidia/h100 <= 3 ms"]}
+    r = client.post("/v1/jobs", json=spec)
+    if r.status_code == 201:  # this host has a GPU after all
+        pytest.skip("nvidia/h100 is reachable here")
+    assert r.status_code == 409
+    assert "profiles[1]: profile 'nvidia/h100' is not reachable" in r.json()["detail"]
+    assert _count(client) == 0

@@ -19,8 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hw_profiles import RPC_TRACKER_ENV, Measure, get_profile
-from service.main import create_app
-from service.settings import Settings
+from tests.service.api import admin_client, api_settings
 from workers.probe import reach
 
 DEMO = json.loads((Path(__file__).resolve().parents[2] / "examples" / "demo-job.json").read_text())
@@ -46,8 +45,7 @@ def no_gpu_no_tracker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(database_url=db_url, artifact_dir=tmp_path / "artifacts")
-    with TestClient(create_app(settings)) as c:
+    with admin_client(api_settings(db_url, tmp_path)) as c:
         yield c
 
 
@@ -73,16 +71,17 @@ def test_profiles_list_reachability(client: TestClient, no_gpu_no_tracker: str) 
 
 
 @pytest.mark.parametrize("name", ["nvidia/h100", "arm/rasp4b64"])
-def test_unreachable_profile_is_422_with_the_reason(
+def test_unreachable_profile_is_409_with_the_reason(
     client: TestClient, no_gpu_no_tracker: str, name: str
 ) -> None:
+    """A well-formed spec whose device does not answer now: 409 (the state of the world, not
+    the request, is at fault), naming the profile and why."""
     r = client.post("/v1/jobs", json={**_job("x86/local"), "profiles": ["x86/local", name]})
-    assert r.status_code == 422, r.text
-    (error,) = r.json()["detail"]
-    assert error["loc"] == ["body", "profiles"]
-    expected = f"profiles[1]: profile '{name}' is not reachable: "
-    assert expected in error["msg"]
-    reason = error["msg"].split(expected, 1)[1]
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    expected = f"profiles[1]: profile '{name}' is not reachable now: "
+    assert expected in detail
+    reason = detail.split(expected, 1)[1]
     if name == "nvidia/h100":
         assert reason == "no CUDA GPU on this host"
     else:
@@ -220,5 +219,5 @@ def test_reachable_rpc_profile_is_accepted(client: TestClient, lab_profile: None
     assert r.status_code == 201, r.text
     assert r.json()["spec"]["objectives"] == ["accuracy", "latency@lab/pi", "size"]
     r = client.post("/v1/jobs", json=_job("lab/gone"))
-    assert r.status_code == 422
-    assert "profiles[0]: profile 'lab/gone' is not reachable: " in r.text
+    assert r.status_code == 409
+    assert "profiles[0]: profile 'lab/gone' is not reachable now: " in r.text

@@ -1,4 +1,4 @@
-"""/v1/profiles, /v1/spaces, /v1/datasets and /healthz: what a job may name."""
+"""/v1/profiles, /v1/spaces and /healthz (open, no token): what a job may name."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from sqlalchemy import text
 
 from hw_profiles import list_profiles
 from search_spaces import get_space, list_spaces
-from service.api.deps import SessionDep
+from service.api.deps import CurrentUser, SessionDep
+from service.api.errors import responses
 
 router = APIRouter(tags=["catalog"])
 
 
-@router.get("/v1/profiles")
-def get_profiles() -> dict[str, Any]:
+@router.get("/v1/profiles", responses=responses())
+def get_profiles(user: CurrentUser) -> dict[str, Any]:
     """Hardware profiles with their TVM target and whether this service can measure on them now.
 
     ``reachable`` and ``reason`` come from cheap checks cached for 30 s: this host's CPU
@@ -32,8 +33,8 @@ def get_profiles() -> dict[str, Any]:
     return {"data": data, "count": len(data)}
 
 
-@router.get("/v1/spaces")
-def get_spaces() -> dict[str, Any]:
+@router.get("/v1/spaces", responses=responses())
+def get_spaces(user: CurrentUser) -> dict[str, Any]:
     """Search spaces with their dimensions and the JSON Schema of their overrides."""
     data = [get_space(n).describe() for n in list_spaces()]
     return {"data": data, "count": len(data)}
@@ -41,6 +42,6 @@ def get_spaces() -> dict[str, Any]:
 
 @router.get("/healthz", tags=["health"])
 def healthz(session: SessionDep) -> dict[str, str]:
-    """Liveness + database check."""
+    """Liveness + database check (no token needed)."""
     session.execute(text("SELECT 1"))
     return {"status": "ok"}

@@ -1,58 +1,166 @@
-"""/v1/datasets: list datasets, upload a user dataset (.npz, no pickle)."""
+"""/v1/datasets: built-in datasets and your uploads; upload one (.npz, no pickle).
+
+An upload is checked from its zip and .npy headers before anything is decompressed (size
+limits), validated and written off the event loop, and counted against its owner's storage
+quota. Jobs of its owner name it ``user/<name>``; other accounts do not see it.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import shutil
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+from sqlalchemy import select
 
-from service.api.deps import SettingsDep
-from workers.data import DatasetFormatError, list_datasets, save_user_dataset
+from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of
+from service.api.errors import conflict, forbidden, invalid, responses
+from service.db import accounts, uploads
+from service.db.models import Dataset, User
+from workers.data import DatasetFormatError, DatasetTooLargeError, list_datasets
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
-@router.get("")
-def get_datasets(settings: SettingsDep) -> dict[str, Any]:
-    """Built-in datasets and uploaded ones (``user/<name>``)."""
+class DatasetPublic(BaseModel):
+    name: str
+    description: str
+    input_shape: list[int]
+    num_classes: int
+    owner: str | None = None
+    size_bytes: int | None = None
+    sizes: dict[str, int] | None = None
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+def _public(row: Dataset, owner: str) -> DatasetPublic:
+    return DatasetPublic(
+        name=f"user/{row.name}",
+        description="uploaded .npz",
+        input_shape=list(row.info["input_shape"]),
+        num_classes=int(row.info["num_classes"]),
+        owner=owner,
+        size_bytes=row.size_bytes,
+        sizes=row.info.get("sizes"),
+    )
+
+
+@router.get("", responses=responses())
+def get_datasets(session: SessionDep, user: CurrentUser) -> DatasetsPublic:
+    """Built-in datasets and your uploads (``user/<name>``; an admin sees every account's)."""
     data = [
-        {
-            "name": d.name,
-            "description": d.description,
-            "input_shape": list(d.input_shape),
-            "num_classes": d.num_classes,
-        }
+        DatasetPublic(
+            name=d.name,
+            description=d.description,
+            input_shape=list(d.input_shape),
+            num_classes=d.num_classes,
+        )
         for d in list_datasets()
     ]
-    root = settings.user_data_dir
-    for meta in sorted(root.glob("*.json")) if root.is_dir() else []:
-        info = json.loads(meta.read_text())
-        data.append({"name": f"user/{meta.stem}", "description": "uploaded .npz", **info})
-    return {"data": data, "count": len(data)}
+    stmt = select(Dataset, User.name).join(User, User.id == Dataset.owner_id)
+    if not user.is_admin:
+        stmt = stmt.where(Dataset.owner_id == user.id)
+    data += [_public(row, owner) for row, owner in session.execute(stmt.order_by(Dataset.id))]
+    return DatasetsPublic(data=data, count=len(data))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the raw bytes of an .npz holding x_train, y_train, x_test, y_test "
+        "[, x_val, y_val]: x float or uint8 shaped (N, F), (N, H, W) or (N, C<=4, H, W); y "
+        "integer class ids from 0; no object arrays",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(403, 409, 413),
+    openapi_extra=_BODY,
+)
 async def upload_dataset(
     request: Request,
     settings: SettingsDep,
-    name: str = Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="stored as user/<name>"),
-) -> dict[str, Any]:
-    """Upload a dataset as the raw bytes of an ``.npz`` (x_train, y_train, x_test, y_test
-    [, x_val, y_val]); pickled object arrays are refused. Jobs then name ``user/<name>``."""
+    session: SessionDep,
+    user: CurrentUser,
+    name: Annotated[str, Query(pattern=NAME, description="stored as user/<name>")],
+) -> DatasetPublic:
+    """Upload a dataset as the raw bytes of an ``.npz``. Jobs then name ``user/<name>``."""
     limit = settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload over {limit} bytes")
     blob = bytearray()
     async for chunk in request.stream():
         blob += chunk
         if len(blob) > limit:
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload over {limit} bytes")
-    if (settings.user_data_dir / f"{name}.npz").exists():
-        raise HTTPException(status.HTTP_409_CONFLICT, f"dataset user/{name} already exists")
+    return await run_in_threadpool(
+        _store, session, settings, user, name, bytes(blob), client_of(request)
+    )
+
+
+def _store(
+    session: SessionDep,
+    settings: SettingsDep,
+    user: User,
+    name: str,
+    blob: bytes,
+    client: str,
+) -> DatasetPublic:
+    def taken() -> bool:
+        found = session.scalar(
+            select(Dataset.id).where(Dataset.owner_id == user.id, Dataset.name == name)
+        )
+        return found is not None
+
+    if taken():
+        raise conflict(f"dataset user/{name} already exists")
     try:
-        info = save_user_dataset(settings.user_data_dir, name, bytes(blob))
+        staging, info = uploads.stage(settings, user.id, name, blob)
+    except DatasetTooLargeError as e:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body: {e}") from None
     except DatasetFormatError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: {e}") from None
-    return {"name": f"user/{name}", **info}
+        raise invalid(("body",), str(e)) from None
+    try:
+        size = uploads.staged_bytes(staging)
+        accounts.lock_account(session=session, user_id=user.id)
+        if taken():
+            raise conflict(f"dataset user/{name} already exists")
+        if not user.quota_exempt:
+            limit = accounts.quotas(user, settings)["max_storage_bytes"]
+            used = accounts.usage(session=session, user_id=user.id, settings=settings)
+            if used["storage_bytes"] + size > limit:
+                raise forbidden(
+                    f"quota max_storage_bytes = {limit}: you hold {used['storage_bytes']} bytes, "
+                    f"this dataset takes {size}"
+                )
+        row = Dataset(owner_id=user.id, name=name, size_bytes=size, info=info)
+        session.add(row)
+        accounts.audit(
+            session=session,
+            user=user,
+            action="dataset.upload",
+            target=f"dataset user/{name}",
+            detail={"bytes": size, **_shape(info)},
+            client=client,
+        )
+        session.commit()
+        uploads.publish(staging, settings.datasets_dir(user.id), name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _public(row, user.name)
+
+
+def _shape(info: dict[str, Any]) -> dict[str, Any]:
+    return {"input_shape": info["input_shape"], "num_classes": info["num_classes"]}

@@ -1,19 +1,30 @@
-"""/v1/jobs: submit, list, inspect, cancel; trials and Pareto front."""
+"""/v1/jobs: submit, list, inspect, cancel, extend; trials, report and Pareto front.
+
+Every job has an owner; another account's job answers 404 (an admin sees all). Submitting
+checks what the stored spec cannot: the profiles' devices answer, an uploaded dataset exists and
+fits the space, a warm-start source fits; then the account's quotas (403) and submit rate (429),
+serialised per account, and the audit log, in one transaction with the new row.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query, status
+import math
+from typing import Annotated, Literal
 
-from service.api.deps import SessionDep, SettingsDep
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from pydantic import ValidationError
+
+from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of
+from service.api.errors import conflict, forbidden, invalid, not_found, responses
 from service.api.pareto import pareto_points
 from service.api.report import job_report
-from service.db import crud
-from service.db.models import Job, JobStatus, Trial
+from service.db import accounts, crud
+from service.db.models import Job, JobStatus, Trial, User, utcnow
 from service.schemas import (
     Extend,
-    JobCreate,
     JobPublic,
     JobReport,
+    JobSpec,
     JobsPublic,
     ParetoPoint,
     ParetoPublic,
@@ -21,14 +32,19 @@ from service.schemas import (
     TrialPublic,
     TrialsPublic,
 )
+from service.schemas.spec import MAX_ID
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="the job's id")]
+Skip = Annotated[int, Query(ge=0, le=MAX_ID)]
+RATE_WINDOW_S = 60.0
 
 
-def to_public(job: Job) -> JobPublic:
+def to_public(job: Job, owner: str) -> JobPublic:
     return JobPublic(
         id=job.id,
+        owner=owner,
         name=job.name,
         status=job.status.value,
         spec=job.spec,
@@ -44,6 +60,11 @@ def to_public(job: Job) -> JobPublic:
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def _public(session: SessionDep, job: Job) -> JobPublic:
+    owner = session.get(User, job.owner_id)
+    return to_public(job, owner.name if owner is not None else str(job.owner_id))
 
 
 def trial_public(t: Trial) -> TrialPublic:
@@ -64,124 +85,220 @@ def trial_public(t: Trial) -> TrialPublic:
     )
 
 
-def _job_or_404(session: SessionDep, job_id: int) -> Job:
-    job = session.get(Job, job_id)
+def job_or_404(session: SessionDep, job_id: int, user: User) -> Job:
+    job = crud.get_job(session=session, job_id=job_id, user=user)
     if job is None:
-        raise HTTPException(status_code=404, detail=f"job {job_id} not found")
+        raise not_found(f"job {job_id}")
     return job
 
 
-def _check_user_dataset(job_in: JobCreate, settings: Settings) -> None:
-    """Uploaded datasets live in the artifact store: check the name and the space fit here."""
-    from fastapi.exceptions import RequestValidationError
+# --------------------------------------------------------------------------- submit
+def _check_reachable(job_in: JobSpec) -> None:
+    """Every profile's device answers now (cached ~30 s): else 409, naming the profile."""
+    from hw_profiles import get_profile
+    from workers.probe.reach import reachability  # imports torch: only when a job comes in
 
+    reach = reachability([get_profile(p) for p in job_in.profiles])
+    for i, name in enumerate(job_in.profiles):
+        ok, reason = reach[name]
+        if not ok:
+            raise conflict(f"profiles[{i}]: profile {name!r} is not reachable now: {reason}")
+
+
+def _check_user_dataset(job_in: JobSpec, settings: Settings, owner_id: int) -> None:
+    """An upload is the owner's own; it must exist (404) and fit the space (422)."""
     from search_spaces import SpaceContext, get_space
     from workers.data import UnknownDatasetError, get_dataset
 
-    def invalid(field: str, msg: str) -> RequestValidationError:
-        return RequestValidationError(
-            [{"type": "value_error", "loc": ("body", field), "msg": msg, "input": job_in.dataset}]
-        )
-
     try:
-        ds = get_dataset(job_in.dataset, settings.user_data_dir)
-    except UnknownDatasetError as e:
-        raise invalid("dataset", str(e)) from None
+        ds = get_dataset(job_in.dataset, settings.datasets_dir(owner_id))
+    except UnknownDatasetError:
+        raise not_found(f"dataset {job_in.dataset!r} (upload it with POST /v1/datasets)") from None
     try:
         get_space(job_in.space).check_context(
             SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)
         )
     except ValueError as e:
-        raise invalid("space", str(e)) from None
+        raise invalid(("body", "space"), str(e), job_in.space) from None
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-def create_job(job_in: JobCreate, session: SessionDep, settings: SettingsDep) -> JobPublic:
+def _check_warm_start(job_in: JobSpec, session: SessionDep, user: User) -> None:
+    """The source must be a job of yours (404) that searched the same space and has complete
+    trials (409)."""
+    assert job_in.warm_start_from is not None
+    source = crud.get_job(session=session, job_id=job_in.warm_start_from, user=user)
+    if source is None:
+        raise not_found(f"warm_start_from: job {job_in.warm_start_from}")
+    if source.spec.get("space") != job_in.space:
+        raise conflict(
+            f"warm_start_from: job {source.id} searched space {source.spec.get('space')!r}, this "
+            f"job searches {job_in.space!r}: its candidates do not carry over"
+        )
+    if source.trials_complete == 0:
+        raise conflict(f"warm_start_from: job {source.id} has no complete trials to start from")
+
+
+def _check_quotas(
+    session: SessionDep, settings: Settings, user: User, *, jobs: int, trials: int
+) -> None:
+    """403 naming the limit an account would pass with ``jobs`` more active jobs asking for
+    ``trials`` more trials."""
+    if user.quota_exempt:
+        return
+    limits = accounts.quotas(user, settings)
+    used = accounts.usage(session=session, user_id=user.id, settings=settings)
+    if jobs and used["active_jobs"] + jobs > limits["max_active_jobs"]:
+        raise forbidden(
+            f"quota max_active_jobs = {limits['max_active_jobs']} reached: {used['active_jobs']} "
+            "of your jobs are queued or running"
+        )
+    if used["active_trials"] + trials > limits["max_active_trials"]:
+        raise forbidden(
+            f"quota max_active_trials = {limits['max_active_trials']}: your active jobs ask for "
+            f"{used['active_trials']} more trials, this would add {trials}"
+        )
+    if used["storage_bytes"] > limits["max_storage_bytes"]:
+        raise forbidden(
+            f"quota max_storage_bytes = {limits['max_storage_bytes']} passed: you hold "
+            f"{used['storage_bytes']} bytes of uploads and job artifacts"
+        )
+
+
+def _check_rate(session: SessionDep, settings: Settings, user: User) -> None:
+    if user.quota_exempt:
+        return
+    recent = accounts.recent_submits(session=session, user_id=user.id, window_s=RATE_WINDOW_S)
+    if len(recent) >= settings.submit_rate_per_min:
+        wait = RATE_WINDOW_S - (utcnow() - recent[0]).total_seconds()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"submit rate limit: {settings.submit_rate_per_min} jobs a minute",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=responses(403, 404, 409, 429))
+def create_job(
+    job_in: JobSpec,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> JobPublic:
     """Submit a search job (queued until a scheduler claims it)."""
     if job_in.dataset.startswith("user/"):
-        _check_user_dataset(job_in, settings)
+        _check_user_dataset(job_in, settings, user.id)
     if job_in.warm_start_from is not None:
-        _check_warm_start(job_in, session)
-    return to_public(crud.create_job(session=session, job_in=job_in))
-
-
-def _check_warm_start(job_in: JobCreate, session: SessionDep) -> None:
-    """The source of a warm start must exist and have searched the same space."""
-    from fastapi.exceptions import RequestValidationError
-
-    source = session.get(Job, job_in.warm_start_from)
-    msg = None
-    if source is None:
-        msg = f"job {job_in.warm_start_from} does not exist"
-    elif source.spec.get("space") != job_in.space:
-        msg = (
-            f"job {source.id} searched space {source.spec.get('space')!r}, this job searches "
-            f"{job_in.space!r}: its candidates do not carry over"
-        )
-    elif source.trials_complete == 0:
-        msg = f"job {source.id} has no complete trials to start from"
-    if msg is not None:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("body", "warm_start_from"),
-                    "msg": msg,
-                    "input": job_in.warm_start_from,
-                }
-            ]
-        )
-
-
-@router.get("")
-def list_jobs(
-    session: SessionDep, skip: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
-) -> JobsPublic:
-    """List jobs, newest first."""
-    jobs, count = crud.list_jobs(session=session, skip=skip, limit=limit)
-    return JobsPublic(data=[to_public(j) for j in jobs], count=count)
-
-
-@router.get("/{job_id}")
-def get_job(job_id: int, session: SessionDep) -> JobPublic:
-    """One job with its progress."""
-    return to_public(_job_or_404(session, job_id))
-
-
-@router.post("/{job_id}/cancel")
-def cancel_job(job_id: int, session: SessionDep) -> JobPublic:
-    """Cancel a job: queued ones at once, running ones after their in-flight trials are stopped."""
-    job = _job_or_404(session, job_id)
-    if job.status not in (JobStatus.queued, JobStatus.running, JobStatus.cancelling):
-        raise HTTPException(
-            status_code=409, detail=f"job {job_id} already ended ({job.status.value})"
-        )
-    return to_public(crud.request_cancel(session=session, job=job))
-
-
-@router.post("/{job_id}/extend")
-def extend_job(job_id: int, body: Extend, session: SessionDep) -> JobPublic:
-    """Give an ended job more trials: it is queued again and resumes its study (the sampler
-    continues from every trial so far)."""
-    job = _job_or_404(session, job_id)
-    if job.status not in (JobStatus.succeeded, JobStatus.cancelled, JobStatus.failed):
-        raise HTTPException(
-            status_code=409,
-            detail=f"job {job_id} is {job.status.value}: only an ended job can be extended",
-        )
-    return to_public(
-        crud.extend_job(session=session, job=job, trials=body.trials, tune_s=body.tune_s)
+        _check_warm_start(job_in, session, user)
+    _check_reachable(job_in)
+    accounts.lock_account(session=session, user_id=user.id)
+    _check_rate(session, settings, user)
+    _check_quotas(session, settings, user, jobs=1, trials=job_in.budget.trials)
+    job = crud.create_job(session=session, job_in=job_in, owner_id=user.id, commit=False)
+    accounts.audit(
+        session=session,
+        user=user,
+        action="job.submit",
+        target=f"job {job.id}",
+        detail={"name": job.name, "trials": job_in.budget.trials, "dataset": job_in.dataset},
+        client=client_of(request),
     )
+    session.commit()
+    return to_public(job, user.name)
 
 
-@router.get("/{job_id}/report")
-def get_report(job_id: int, session: SessionDep, settings: SettingsDep) -> JobReport:
+# ---------------------------------------------------------------------------- read
+@router.get("", responses=responses())
+def list_jobs(
+    session: SessionDep,
+    user: CurrentUser,
+    skip: Skip = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobsPublic:
+    """List your jobs (an admin: every job), newest first."""
+    jobs, count = crud.list_jobs(session=session, user=user, skip=skip, limit=limit)
+    return JobsPublic(data=[_public(session, j) for j in jobs], count=count)
+
+
+@router.get("/{job_id}", responses=responses(404))
+def get_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> JobPublic:
+    """One job with its progress."""
+    return _public(session, job_or_404(session, job_id, user))
+
+
+# ----------------------------------------------------------------------- lifecycle
+@router.post("/{job_id}/cancel", responses=responses(404, 409))
+def cancel_job(
+    job_id: JobId, request: Request, session: SessionDep, user: CurrentUser
+) -> JobPublic:
+    """Cancel a job: queued ones at once, running ones after their in-flight trials are stopped."""
+    job = job_or_404(session, job_id, user)
+    if job.status not in (JobStatus.queued, JobStatus.running, JobStatus.cancelling):
+        raise conflict(f"job {job_id} already ended ({job.status.value})")
+    accounts.audit(
+        session=session,
+        user=user,
+        action="job.cancel",
+        target=f"job {job_id}",
+        detail={"status": job.status.value},
+        client=client_of(request),
+    )
+    return _public(session, crud.request_cancel(session=session, job=job))
+
+
+@router.post("/{job_id}/extend", responses=responses(403, 404, 409))
+def extend_job(
+    job_id: JobId,
+    body: Extend,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> JobPublic:
+    """Give an ended job more trials: it is queued again and resumes its study (the sampler
+    continues from every trial so far). The grown budget must stay within ``budget``'s bounds."""
+    job = job_or_404(session, job_id, user)
+    if job.status not in (JobStatus.succeeded, JobStatus.cancelled, JobStatus.failed):
+        raise conflict(f"job {job_id} is {job.status.value}: only an ended job can be extended")
+    try:
+        crud.grown_spec(job, body.trials, body.tune_s)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        if loc[:1] != ("budget",):  # the stored spec itself no longer validates
+            raise conflict(f"job {job_id}'s spec is not valid any more: {err['msg']}") from None
+        field = "tune_s" if loc[-1] == "tune_s" else "trials"
+        raise invalid(
+            ("body", field),
+            f"the job's budget would become {err['input']} {field}: {err['msg']}",
+            getattr(body, field),
+        ) from None
+    accounts.lock_account(session=session, user_id=user.id)
+    owner = session.get(User, job.owner_id) or user
+    _check_quotas(session, settings, owner, jobs=1, trials=body.trials)
+    accounts.audit(
+        session=session,
+        user=user,
+        action="job.extend",
+        target=f"job {job_id}",
+        detail={"trials": body.trials, "tune_s": body.tune_s},
+        client=client_of(request),
+    )
+    extended = crud.extend_job(session=session, job=job, trials=body.trials, tune_s=body.tune_s)
+    return to_public(extended, owner.name)
+
+
+# ------------------------------------------------------------------------ results
+@router.get("/{job_id}/report", responses=responses(404))
+def get_report(
+    job_id: JobId, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> JobReport:
     """What the job cost and saved: CPU and device seconds per stage, cache hit rates,
     pre-filter rejections and the training time they saved, trials per node, and the front's
     verification after the job."""
     from service.scheduler.study import load_study
 
-    _job_or_404(session, job_id)
+    job_or_404(session, job_id, user)
     rows, _ = crud.list_trials(session=session, job_id=job_id, skip=0, limit=1_000_000)
     report = job_report(job_id, rows)
     try:
@@ -193,51 +310,58 @@ def get_report(job_id: int, session: SessionDep, settings: SettingsDep) -> JobRe
     return report
 
 
-@router.get("/{job_id}/trials")
+@router.get("/{job_id}/trials", responses=responses(404))
 def list_trials(
-    job_id: int,
+    job_id: JobId,
     session: SessionDep,
-    skip: int = Query(0, ge=0),
-    limit: int = Query(1000, ge=1, le=10_000),
+    user: CurrentUser,
+    skip: Skip = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> TrialsPublic:
     """The job's trials with metrics, latency stats, timings and errors."""
-    _job_or_404(session, job_id)
+    job_or_404(session, job_id, user)
     rows, count = crud.list_trials(session=session, job_id=job_id, skip=skip, limit=limit)
     return TrialsPublic(data=[trial_public(t) for t in rows], count=count)
 
 
-@router.get("/{job_id}/pareto")
-def get_pareto(job_id: int, session: SessionDep, settings: SettingsDep) -> ParetoPublic:
-    """Feasible non-dominated trained trials; latency verified from the shipped library after
-    the job where it was (accuracy: validation objective; test accuracy beside it)."""
+def _pareto(job: Job, settings: Settings) -> ParetoPublic:
     from service.scheduler.front import JobScoring, front
     from service.scheduler.study import load_study
 
-    job = _job_or_404(session, job_id)
     try:
-        study = load_study(settings.database_url, job_id)
+        study = load_study(settings.database_url, job.id)
     except KeyError:
-        return ParetoPublic(job_id=job_id, metric_names=[], data=[])
+        return ParetoPublic(job_id=job.id, metric_names=[], data=[])
     scoring = JobScoring.from_spec(job.spec)
     return ParetoPublic(
-        job_id=job_id,
+        job_id=job.id,
         metric_names=scoring.metric_names,
         data=pareto_points(front(study, scoring), scoring.metric_names),
         verification=study.user_attrs.get("verification"),
     )
 
 
-@router.get("/{job_id}/best")
+@router.get("/{job_id}/pareto", responses=responses(404))
+def get_pareto(
+    job_id: JobId, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> ParetoPublic:
+    """Feasible non-dominated trained trials; latency verified from the shipped library after
+    the job where it was (accuracy: validation objective; test accuracy beside it)."""
+    return _pareto(job_or_404(session, job_id, user), settings)
+
+
+@router.get("/{job_id}/best", responses=responses(404))
 def get_best(
-    job_id: int,
+    job_id: JobId,
     session: SessionDep,
     settings: SettingsDep,
-    by: str = Query("accuracy", pattern="^(accuracy|size|latency)$"),
+    user: CurrentUser,
+    by: Literal["accuracy", "size", "latency"] = "accuracy",
 ) -> ParetoPoint:
     """The Pareto point that is best by one criterion (highest accuracy, smallest, fastest)."""
-    front = get_pareto(job_id, session, settings).data
+    front = _pareto(job_or_404(session, job_id, user), settings).data
     if not front:
-        raise HTTPException(status_code=404, detail=f"job {job_id} has no complete trials yet")
+        raise not_found(f"job {job_id} has no complete trials yet: a best point")
     if by == "accuracy":
         return max(front, key=lambda p: (p.accuracy, -p.size_bytes))
     if by == "size":

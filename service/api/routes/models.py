@@ -5,36 +5,50 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Response
+from fastapi import Path as PathParam
 
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import CurrentUser, SessionDep, SettingsDep
+from service.api.errors import not_found, responses
 from service.db import crud
+from service.schemas.spec import MAX_ID
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+MODEL_ID = r"^[0-9]{1,10}-[0-9]{1,10}$"
+_ZIP: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the bundle as a zip: model.onnx, model.pt (TorchScript), "
+        "weights.packed.safetensors, tvm/<profile>.so, card.json",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
-def _parse(model_id: str) -> tuple[int, int]:
-    try:
-        job, trial = model_id.split("-", 1)
-        return int(job), int(trial)
-    except ValueError:
-        raise HTTPException(
-            status_code=422, detail=f"model_id {model_id!r} must look like '<job>-<trial>'"
-        ) from None
-
-
-@router.get("/{model_id}")
-def download_model(model_id: str, session: SessionDep, settings: SettingsDep) -> Response:
-    """The model bundle of trial ``<job>-<trial>`` as a zip."""
-    job_id, number = _parse(model_id)
-    trial = crud.get_trial(session=session, job_id=job_id, number=number)
+@router.get(
+    "/{model_id}",
+    response_class=Response,
+    responses={**_ZIP, **responses(404)},
+)
+def download_model(
+    model_id: Annotated[str, PathParam(pattern=MODEL_ID, description="'<job id>-<trial number>'")],
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> Response:
+    """The model bundle of trial ``<job>-<trial>`` of a job of yours, as a zip."""
+    job_id, number = (int(p) for p in model_id.split("-"))
+    if not (1 <= job_id <= MAX_ID and number <= MAX_ID):
+        raise not_found(f"model {model_id}")
+    job = crud.get_job(session=session, job_id=job_id, user=user)
+    trial = crud.get_trial(session=session, job_id=job_id, number=number) if job else None
     if trial is None or not trial.bundle_dir:
-        raise HTTPException(status_code=404, detail=f"model {model_id} not found")
+        raise not_found(f"model {model_id}")
     root = Path(settings.artifact_dir).resolve()
     bundle = Path(trial.bundle_dir).resolve()
     if root not in bundle.parents or not bundle.is_dir():
-        raise HTTPException(status_code=404, detail=f"model {model_id}: bundle files are missing")
+        raise not_found(f"model {model_id}: its bundle files")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(bundle.rglob("*")):
