@@ -1,4 +1,4 @@
-"""``hwnas`` command line: serve (API + scheduler), api, scheduler, migrate, dashboard,
+"""``hwnas`` command line: serve (API + scheduler), api, scheduler, migrate, token, dashboard,
 tune-profile."""
 
 from __future__ import annotations
@@ -46,14 +46,16 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """API in this process, scheduler in a child process; the child stops with us."""
+    """API in this process, scheduler in a child process that is restarted if it dies (bounded
+    backoff, logged); the child stops with us."""
     from service.db.migrate import upgrade
     from service.scheduler.study import get_storage
+    from service.supervise import Supervisor
 
     settings = get_settings()
     upgrade(settings.database_url)
     get_storage(settings.database_url)  # Optuna's tables, created once before the child starts
-    child = subprocess.Popen(
+    scheduler = Supervisor(
         [sys.executable, "-m", "service.cli", "scheduler"], env=os.environ.copy()
     )
 
@@ -66,11 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        child.terminate()
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        scheduler.stop()
     return 0
 
 
@@ -79,6 +77,43 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     upgrade(get_settings().database_url)
     print("database is at head")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Create an API token for an account (creating the account with --create), straight on the
+    database: for operators, and for setting up before any admin token exists."""
+    from sqlalchemy import select
+
+    from service.db import accounts
+    from service.db.migrate import upgrade
+    from service.db.models import User
+    from service.db.session import get_sessionmaker
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    with get_sessionmaker(settings.database_url)() as s:
+        user = s.scalar(select(User).where(User.name == args.user))
+        if user is None:
+            if not args.create:
+                print(f"error: no account {args.user!r} (add --create)", file=sys.stderr)
+                return 2
+            user = User(name=args.user, is_admin=args.admin, quota_exempt=args.exempt)
+            s.add(user)
+            s.flush()
+        _, secret = accounts.create_token(
+            session=s, user=user, name=args.name, expires_in_days=args.days
+        )
+        accounts.audit(
+            session=s,
+            user=user,
+            action="token.create",
+            target=f"user {user.id}",
+            detail={"via": "hwnas token", "name": args.name},
+            client="cli",
+        )
+        s.commit()
+    print(secret)
     return 0
 
 
@@ -139,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(fn=fn)
     sub.add_parser("scheduler", help="claim and run jobs").set_defaults(fn=cmd_scheduler)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+    p = sub.add_parser("token", help="print a new API token for an account (on the database)")
+    p.add_argument("user", help="account name")
+    p.add_argument("--create", action="store_true", help="create the account if missing")
+    p.add_argument("--admin", action="store_true", help="with --create: an admin account")
+    p.add_argument("--exempt", action="store_true", help="with --create: no quotas or rate limit")
+    p.add_argument("--days", type=int, default=90, help="expires after this many days")
+    p.add_argument("--name", default="", help="what the token is for")
+    p.set_defaults(fn=cmd_token)
     p = sub.add_parser("dashboard", help="open the Optuna dashboard on the service database")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)

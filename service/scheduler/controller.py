@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState as OptunaState
+from pydantic import ValidationError
 
 from hw_profiles import get_profile
-from search_spaces import Candidate, SpaceContext, get_space
+from search_spaces import Candidate, HwnasError, SpaceContext, get_space
 from service.db.models import Job, JobStatus, TrialState, utcnow
 from service.db.queue import heartbeat
 from service.db.session import get_sessionmaker
@@ -30,7 +31,7 @@ from service.scheduler.records import TrialRecords
 from service.scheduler.results import error_message, worker_cause
 from service.scheduler.study import open_study, sampler_plan, warm_start
 from service.scheduler.verification import FrontVerifier
-from service.schemas import JobCreate
+from service.schemas import JobSpec
 from service.settings import Settings
 from workers.data import get_dataset
 from workers.probe.errors import ProbeTransientError, TuningUnavailableError
@@ -40,6 +41,15 @@ from workers.records import EvalRequest, EvalResult, Metrics, VerifyRequest, Ver
 from workers.scoring import Constraint, constraint_values
 
 log = logging.getLogger(__name__)
+
+
+class DeviceUnreachableError(HwnasError, ConnectionError):
+    """A profile's device did not answer when the job was claimed."""
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    return f"{'.'.join(map(str, err['loc'])) or 'spec'}: {err['msg']}"
 
 
 class Executor(Protocol):
@@ -88,29 +98,60 @@ class JobController:
         self.scoring = JobScoring([], [], [], False)
         self.ladder = Ladder([1.0], 3, [])
         self.proposer: Proposer  # set when the loop starts (it needs the space)
+        self.user_dir = settings.user_data_dir  # the owner's uploads, set by run()
 
     def run(self) -> JobStatus:
-        """Run the job to its end; return its final status."""
-        with self.sessions() as s:
-            job = s.get(Job, self.job_id)
-            assert job is not None
-            spec = JobCreate.model_validate(job.spec)
-            if job.started_at is None:
-                job.started_at = utcnow()
-            s.commit()
+        """Run the job to its end; return its final status.
+
+        Whatever is wrong with this one job (a stored spec that no longer validates, a profile
+        whose device is gone, a dataset that vanished, an error anywhere in its loop) fails
+        the job with the reason; it never escapes to the scheduler, which goes on.
+        """
         try:
+            with self.sessions() as s:
+                job = s.get(Job, self.job_id)
+                assert job is not None
+                self.user_dir = self.settings.datasets_dir(job.owner_id)
+                raw_spec = dict(job.spec)
+                if job.started_at is None:
+                    job.started_at = utcnow()
+                s.commit()
+            spec = JobSpec.model_validate(raw_spec)
+            self._check_devices(spec)
             status = self._loop(spec)
             if status in (JobStatus.succeeded, JobStatus.cancelled) and self.settings.verify:
                 status = FrontVerifier(self, spec).run(status)
+        except ValidationError as e:
+            log.warning("job %s: its stored spec does not validate: %s", self.job_id, e)
+            return self._fail(f"the job's spec is not valid: {_first_error(e)}")
         except Exception as e:
             log.exception("job %s failed", self.job_id)
-            self._finish(JobStatus.failed, error=f"{type(e).__name__}: {e}")
-            return JobStatus.failed
+            return self._fail(f"{type(e).__name__}: {e}")
         self._finish(status)
         return status
 
+    def _fail(self, error: str) -> JobStatus:
+        try:
+            self._finish(JobStatus.failed, error=error)
+        except Exception:  # the database is away: the job is reclaimed once it is back
+            log.exception("job %s: could not record its failure (%s)", self.job_id, error)
+        return JobStatus.failed
+
+    @staticmethod
+    def _check_devices(spec: JobSpec) -> None:
+        """A profile whose device does not answer fails the job now, with the reason, before
+        anything is trained for it."""
+        from workers.probe.reach import reachability
+
+        reach = reachability([get_profile(p) for p in spec.profiles])
+        down = {p: why for p, (ok, why) in reach.items() if not ok}
+        if down:
+            raise DeviceUnreachableError(
+                "; ".join(f"profile {p!r} is not reachable: {why}" for p, why in down.items())
+            )
+
     # ------------------------------------------------------------------ loop
-    def _loop(self, spec: JobCreate) -> JobStatus:
+    def _loop(self, spec: JobSpec) -> JobStatus:
         if spec.tuning == "metaschedule":
             require_cost_model()  # fail the job now, not after training its first trials
         study = open_study(self.settings.database_url, self.job_id, spec)
@@ -118,7 +159,7 @@ class JobController:
         if spec.warm_start_from is not None:
             warm_start(study, self.settings.database_url, spec.warm_start_from, spec.budget.trials)
         self._restore(study, spec)
-        ds = get_dataset(spec.dataset, self.settings.user_data_dir)
+        ds = get_dataset(spec.dataset, self.user_dir)
         space = get_space(spec.space)(
             SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes),
             spec.choices(),
@@ -186,11 +227,11 @@ class JobController:
                 self._collect(study, spec, in_flight, in_flight.pop(handle), handle)
 
     @staticmethod
-    def gpus(spec: JobCreate) -> float:
+    def gpus(spec: JobSpec) -> float:
         """GPUs a trial of this job needs: one when it probes a CUDA (GPU) profile."""
         return 1.0 if any(is_gpu(get_profile(p)) for p in spec.profiles) else 0.0
 
-    def _restore(self, study: optuna.Study, spec: JobCreate) -> None:
+    def _restore(self, study: optuna.Study, spec: JobSpec) -> None:
         """State a restarted (or extended) job carries over from its study."""
         self.constraints = spec.parsed_constraints()
         self.scoring = JobScoring.from_spec(spec.model_dump(mode="json"))
@@ -207,7 +248,7 @@ class JobController:
                 )
 
     def _dispatch(
-        self, study: optuna.Study, spec: JobCreate, in_flight: dict[Any, _InFlight]
+        self, study: optuna.Study, spec: JobSpec, in_flight: dict[Any, _InFlight]
     ) -> bool:
         """Ask, sample and submit one trial of a candidate the job has not evaluated; False
         when the space could not sample it (raises SpaceExhaustedError when nothing is new)."""
@@ -226,7 +267,7 @@ class JobController:
         self._submit(spec, in_flight, _InFlight(trial, cand, rung=0, digest=digest))
         return True
 
-    def _submit(self, spec: JobCreate, in_flight: dict[Any, _InFlight], item: _InFlight) -> None:
+    def _submit(self, spec: JobSpec, in_flight: dict[Any, _InFlight], item: _InFlight) -> None:
         number = item.trial.number
         root = Path(self.settings.artifact_dir).resolve()
         tune_s = self._reserve_tuning(spec, len(spec.profiles))
@@ -236,7 +277,7 @@ class JobController:
             candidate=item.candidate,
             dataset=spec.dataset,
             split_seed=spec.split_seed,
-            user_dir=str(self.settings.user_data_dir),
+            user_dir=str(self.user_dir),
             profiles=spec.profiles,
             bundle_dir=str(root / "jobs" / str(self.job_id) / f"trial-{number:05d}"),
             cache_dir=str(root / "parents"),
@@ -252,12 +293,12 @@ class JobController:
         )
         in_flight[self.executor.submit(request)] = item
 
-    def tuning_dir(self, spec: JobCreate) -> str | None:
+    def tuning_dir(self, spec: JobSpec) -> str | None:
         if spec.tuning != "metaschedule":
             return None
         return str(Path(self.settings.tuning_dir).resolve())
 
-    def _reserve_tuning(self, spec: JobCreate, profiles: int) -> float:
+    def _reserve_tuning(self, spec: JobSpec, profiles: int) -> float:
         """Tuning seconds a new trial may spend per profile: its share of what the job's
         ``budget.tune_s`` has left after what was spent and what trials in flight hold."""
         left = spec.budget.tune_s - self.tune_spent_s - self.tune_reserved_s
@@ -268,7 +309,7 @@ class JobController:
     def _collect(
         self,
         study: optuna.Study,
-        spec: JobCreate,
+        spec: JobSpec,
         in_flight: dict[Any, _InFlight],
         item: _InFlight,
         handle: Any,

@@ -1,4 +1,9 @@
-"""The scheduler process: claim queued jobs and run them, one at a time."""
+"""The scheduler process: claim queued jobs and run them, one at a time.
+
+Nothing one job does stops the loop: the controller fails a bad job with its reason, and an
+error outside it (the database away while claiming, say) is logged and retried after a
+bounded, growing pause.
+"""
 
 from __future__ import annotations
 
@@ -10,34 +15,50 @@ import threading
 from service.db.migrate import upgrade
 from service.db.queue import claim_job
 from service.db.session import get_sessionmaker
-from service.scheduler.controller import JobController
+from service.scheduler.controller import Executor, JobController
 from service.scheduler.executor import RayExecutor
 from service.scheduler.study import get_storage
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+MAX_PAUSE_S = 60.0
 
 
-def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> None:
-    """Claim and run jobs until ``stop`` is set (or forever)."""
+def run_scheduler(
+    settings: Settings, stop: threading.Event | None = None, executor: Executor | None = None
+) -> None:
+    """Claim and run jobs until ``stop`` is set (or forever), on Ray unless ``executor`` is
+    given (tests)."""
     stop = stop or threading.Event()
     worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
     upgrade(settings.database_url)
     get_storage(settings.database_url)  # create Optuna's tables once, before any job
-    executor = RayExecutor(settings)
+    ray = RayExecutor(settings) if executor is None else None
+    executor = executor or ray
+    assert executor is not None
     sessions = get_sessionmaker(settings.database_url)
     log.info("scheduler %s ready", worker_id)
+    pause = settings.poll_interval_s
     try:
         while not stop.is_set():
-            with sessions() as s:
-                job = claim_job(
-                    session=s, worker_id=worker_id, stale_after_s=settings.heartbeat_timeout_s
+            try:
+                with sessions() as s:
+                    job = claim_job(
+                        session=s, worker_id=worker_id, stale_after_s=settings.heartbeat_timeout_s
+                    )
+                if job is None:
+                    stop.wait(settings.poll_interval_s)
+                    continue
+                log.info("running job %s", job.id)
+                status = JobController(settings, executor, job.id, worker_id, stop).run()
+                log.info("job %s ended: %s", job.id, status)
+                pause = settings.poll_interval_s
+            except Exception:
+                log.exception(
+                    "scheduler %s: error outside a job; retrying in %.0f s", worker_id, pause
                 )
-            if job is None:
-                stop.wait(settings.poll_interval_s)
-                continue
-            log.info("running job %s", job.id)
-            status = JobController(settings, executor, job.id, worker_id, stop).run()
-            log.info("job %s ended: %s", job.id, status)
+                stop.wait(pause)
+                pause = min(MAX_PAUSE_S, pause * 2)
     finally:
-        executor.shutdown()  # stops the embedded Ray (its raylet and workers) with us
+        if ray is not None:
+            ray.shutdown()  # stops the embedded Ray (its raylet and workers) with us
