@@ -23,6 +23,7 @@ import argparse
 import io
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -93,13 +94,18 @@ class Service:
             "HWNAS_TUNING_DIR": str(work / "tuning"),
             "HWNAS_PROBE_CACHE_DIR": str(work / "probe-cache"),
             "RAY_USAGE_STATS_ENABLED": "0",
+            "HWNAS_ADMIN_TOKEN": secrets.token_urlsafe(32),  # this run's own, never stored
         }
         self.log = open(work / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
         self.proc = subprocess.Popen(
             [*cmd, "--port", str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT
         )
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            timeout=120,
+            headers={"Authorization": f"Bearer {env['HWNAS_ADMIN_TOKEN']}"},
+        )
         t0 = time.monotonic()
         while time.monotonic() - t0 < 180:
             if self.proc.poll() is not None:

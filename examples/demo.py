@@ -1,6 +1,7 @@
 """End-to-end demo of hwnas on the embedded default, driven over REST like any user.
 
-Starts ``hwnas serve`` on 127.0.0.1, POSTs examples/demo-job.json, shows progress, prints the
+Starts ``hwnas serve`` on 127.0.0.1 with a fresh admin token, creates a ``demo`` account and a
+token for it over the API, POSTs examples/demo-job.json as that account, shows progress, prints the
 Pareto front, downloads the most accurate Pareto model over the API, scores it with plain
 PyTorch and ONNX Runtime in a separate process (examples/load_bundle.py, no hwnas import), writes
 hwnas-out/summary.json and prints the Optuna dashboard command. Stops the server it started.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -54,6 +56,20 @@ def wait_healthy(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: f
             pass
         time.sleep(0.5)
     raise SystemExit("hwnas serve did not become healthy in time")
+
+
+def demo_token(admin: httpx.Client) -> str:
+    """The ``demo`` account's new token (the account is created on the first run)."""
+    r = admin.post("/v1/users", json={"name": "demo"})
+    if r.status_code == 409:  # an earlier demo made it
+        users = admin.get("/v1/users", params={"limit": 1000}).json()["data"]
+        user_id = next(u["id"] for u in users if u["name"] == "demo")
+    else:
+        r.raise_for_status()
+        user_id = r.json()["id"]
+    r = admin.post(f"/v1/users/{user_id}/tokens", json={"name": "make demo", "expires_in_days": 1})
+    r.raise_for_status()
+    return str(r.json()["token"])
 
 
 def follow(client: httpx.Client, job_id: int) -> dict:
@@ -127,10 +143,12 @@ def show_pareto(points: list[dict]) -> None:
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     db = ROOT / "hwnas-data" / "hwnas.db"
+    admin_token = secrets.token_urlsafe(32)  # this server's admin, for this run only
     env = {
         **os.environ,
         "HWNAS_DATABASE_URL": f"sqlite:///{db}",
         "HWNAS_ARTIFACT_DIR": str(ROOT / "hwnas-data" / "artifacts"),
+        "HWNAS_ADMIN_TOKEN": admin_token,
     }
     port = free_port()
     t0 = time.monotonic()
@@ -139,8 +157,16 @@ def main() -> int:
         f"hwnas serve started (pid {proc.pid}) on http://127.0.0.1:{port}; log {OUT / 'serve.log'}"
     )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            wait_healthy(client, proc)
+        base = f"http://127.0.0.1:{port}"
+        admin = httpx.Client(
+            base_url=base, timeout=60, headers={"Authorization": f"Bearer {admin_token}"}
+        )
+        wait_healthy(admin, proc)
+        token = demo_token(admin)
+        admin.close()
+        console.print("created a token for the account 'demo' (POST /v1/users/{id}/tokens)")
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, timeout=60, headers=auth) as client:
             spec = json.loads(JOB_FILE.read_text())
             r = client.post("/v1/jobs", json=spec)
             r.raise_for_status()

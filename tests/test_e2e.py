@@ -42,6 +42,10 @@ JOB = {
 }
 
 
+ADMIN = "e2e-admin-token-0a1b2c3d4e"
+AUTH: dict[str, str] = {}  # the e2e account's token, set by the server fixture
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,6 +84,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         "HWNAS_ARTIFACT_DIR": str(tmp / "artifacts"),
         "HWNAS_TUNING_DIR": str(tmp / "tuning"),
         "HWNAS_PROBE_CACHE_DIR": str(tmp / "probe-cache"),
+        "HWNAS_ADMIN_TOKEN": ADMIN,
     }
     port = _free_port()
     log = tmp / "serve.log"
@@ -100,8 +105,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, 120)
-        yield f"http://127.0.0.1:{port}", db_url
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/healthz", proc, log, 120)
+        # the job runs as an ordinary account, with a token the admin made for it
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        user = httpx.post(f"{base}/v1/users", json={"name": "e2e"}, headers=admin, timeout=30)
+        assert user.status_code == 201, user.text
+        r = httpx.post(
+            f"{base}/v1/users/{user.json()['id']}/tokens", json={}, headers=admin, timeout=30
+        )
+        AUTH["Authorization"] = f"Bearer {r.json()['token']}"
+        yield base, db_url
     finally:
         _stop(proc)
 
@@ -109,12 +123,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
 @pytest.fixture(scope="module")
 def finished_job(server: tuple[str, str]) -> dict[str, object]:
     base, _ = server
-    r = httpx.post(f"{base}/v1/jobs", json=JOB, timeout=30)
+    r = httpx.post(f"{base}/v1/jobs", headers=AUTH, json=JOB, timeout=30)
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
     t0 = time.monotonic()
     while time.monotonic() - t0 < 1200:
-        job = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=30).json()
+        job = httpx.get(f"{base}/v1/jobs/{job_id}", headers=AUTH, timeout=30).json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             break
         time.sleep(2)
@@ -148,11 +162,11 @@ def test_pareto_endpoint_returns_exactly_the_non_dominated_trials(
     search-time ones wherever the job verified them, then the non-dominated set."""
     base, db_url = server
     job_id = finished_job["id"]
-    pareto = httpx.get(f"{base}/v1/jobs/{job_id}/pareto", timeout=30).json()
+    pareto = httpx.get(f"{base}/v1/jobs/{job_id}/pareto", headers=AUTH, timeout=30).json()
     front = pareto["data"]
     assert front
     assert pareto["verification"]["status"] == "done", pareto["verification"]
-    trials = httpx.get(f"{base}/v1/jobs/{job_id}/trials", timeout=30).json()["data"]
+    trials = httpx.get(f"{base}/v1/jobs/{job_id}/trials", headers=AUTH, timeout=30).json()["data"]
 
     def latency(t: dict[str, Any]) -> float:
         if t["verified"]:
@@ -185,8 +199,8 @@ def test_model_bundle_downloads_and_onnx_matches_pytorch(
     server: tuple[str, str], finished_job: dict[str, object], tmp_path: Path
 ) -> None:
     base, _ = server
-    best = httpx.get(f"{base}/v1/jobs/{finished_job['id']}/best", timeout=30).json()
-    r = httpx.get(f"{base}/v1/models/{best['model_id']}", timeout=60)
+    best = httpx.get(f"{base}/v1/jobs/{finished_job['id']}/best", headers=AUTH, timeout=30).json()
+    r = httpx.get(f"{base}/v1/models/{best['model_id']}", headers=AUTH, timeout=60)
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path)
     for name in (
