@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of
 from service.api.errors import conflict, forbidden, invalid, not_found, responses
@@ -217,7 +218,10 @@ def list_jobs(
 ) -> JobsPublic:
     """List your jobs (an admin: every job), newest first."""
     jobs, count = crud.list_jobs(session=session, user=user, skip=skip, limit=limit)
-    return JobsPublic(data=[_public(session, j) for j in jobs], count=count)
+    ids = {j.owner_id for j in jobs}
+    rows = session.execute(select(User.id, User.name).where(User.id.in_(ids))).all()
+    owners = {uid: name for uid, name in rows}
+    return JobsPublic(data=[to_public(j, owners[j.owner_id]) for j in jobs], count=count)
 
 
 @router.get("/{job_id}", responses=responses(404))
