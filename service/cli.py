@@ -102,15 +102,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             s.add(user)
             s.flush()
         _, secret = accounts.create_token(
-            session=s, user=user, name=args.name, expires_in_days=args.days
-        )
-        accounts.audit(
-            session=s,
-            user=user,
-            action="token.create",
-            target=f"user {user.id}",
-            detail={"via": "hwnas token", "name": args.name},
-            client="cli",
+            session=s, user=user, name=args.name, expires_in_days=args.days, by=user, client="cli"
         )
         s.commit()
     print(secret)

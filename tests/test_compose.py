@@ -53,31 +53,27 @@ def _published_host_ip(port: Any) -> str | None:
     return ""  # "HOST:CONTAINER" or "CONTAINER" publishes on every interface
 
 
+def _config(exe: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [exe, "-f", str(COMPOSE_FILE), "config", "-q"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_compose_config_validates() -> None:
     exe = _docker_compose()
     env = {k: v for k, v in os.environ.items() if k != "HWNAS_PG_PASSWORD"}
     # the admin token is required: without it the file does not validate, with a dummy it does
     env.pop("HWNAS_ADMIN_TOKEN", None)
-    refused = subprocess.run(
-        [exe, "-f", str(COMPOSE_FILE), "config", "-q"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    refused = _config(exe, env)
     assert refused.returncode != 0 and "HWNAS_ADMIN_TOKEN" in refused.stderr
     env["HWNAS_ADMIN_TOKEN"] = "dummy-admin-token-for-validation"
-    proc = subprocess.run(
-        [exe, "-f", str(COMPOSE_FILE), "config", "-q"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _config(exe, env)
     assert proc.returncode == 0, proc.stderr
 
 

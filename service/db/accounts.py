@@ -66,9 +66,16 @@ def authenticate(*, session: Session, secret: str, settings: Settings) -> User |
 
 
 def create_token(
-    *, session: Session, user: User, name: str, expires_in_days: int | None
+    *,
+    session: Session,
+    user: User,
+    name: str,
+    expires_in_days: int | None,
+    by: User,
+    client: str,
 ) -> tuple[ApiToken, str]:
-    """A new token for ``user`` (committed); returns the row and the secret (shown once)."""
+    """A new token for ``user``, made by ``by`` (audited; the caller commits); returns the row
+    and the secret (shown once)."""
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     token = ApiToken(
@@ -80,6 +87,14 @@ def create_token(
     )
     session.add(token)
     session.flush()
+    audit(
+        session=session,
+        user=by,
+        action="token.create",
+        target=f"token {token.id}",
+        detail={"user": user.name, "name": name, "expires_in_days": expires_in_days},
+        client=client,
+    )
     return token, secret
 
 

@@ -219,8 +219,8 @@ def list_jobs(
     """List your jobs (an admin: every job), newest first."""
     jobs, count = crud.list_jobs(session=session, user=user, skip=skip, limit=limit)
     ids = {j.owner_id for j in jobs}
-    rows = session.execute(select(User.id, User.name).where(User.id.in_(ids))).all()
-    owners = {uid: name for uid, name in rows}
+    rows = session.execute(select(User.id, User.name).where(User.id.in_(ids)))
+    owners = dict(rows.tuples().all())  # a list: a Result has keys(), dict() would index it
     return JobsPublic(data=[to_public(j, owners[j.owner_id]) for j in jobs], count=count)
 
 

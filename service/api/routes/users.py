@@ -154,14 +154,11 @@ def create_token(
     only; keep it."""
     user = _user_or_404(session, user_id, caller)
     token, secret = accounts.create_token(
-        session=session, user=user, name=body.name, expires_in_days=body.expires_in_days
-    )
-    accounts.audit(
         session=session,
-        user=caller,
-        action="token.create",
-        target=f"token {token.id}",
-        detail={"user": user.name, "name": body.name, "expires_in_days": body.expires_in_days},
+        user=user,
+        name=body.name,
+        expires_in_days=body.expires_in_days,
+        by=caller,
         client=client_of(request),
     )
     session.commit()
