@@ -107,7 +107,7 @@ def whoami(session: SessionDep, settings: SettingsDep, user: CurrentUser) -> Use
     return user_public(session, settings, user)
 
 
-@router.patch("/v1/users/{user_id}", responses=responses(403, 404))
+@router.patch("/v1/users/{user_id}", responses=responses(403, 404, 409))
 def update_user(
     user_id: UserId,
     body: UserUpdate,
