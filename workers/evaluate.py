@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from search_spaces import Candidate
+from workers import progress
 from workers.bundle_check import accuracy_ci95, score_files
 from workers.compress import write_packed
 from workers.compress.pack import packed_size
@@ -102,7 +103,12 @@ def evaluate_json(payload: dict[str, Any]) -> dict[str, Any]:
 def evaluate(req: EvalRequest) -> EvalResult:
     """Pre-filter, train (or reuse) the dense parent, compress it, fine-tune with KD, measure,
     export. When the pre-filter rejects the candidate, ``prefiltered`` is True and there is no
-    training, no accuracy and no bundle."""
+    training, no accuracy and no bundle. Each stage is reported to ``req.progress_path``."""
+    with progress.reporting(req.progress_path):
+        return _evaluate(req)
+
+
+def _evaluate(req: EvalRequest) -> EvalResult:
     cand = req.candidate
     recipe = _scaled(Recipe(**req.recipe), req.epochs_fraction).with_distill(cand.distill)
     torch.set_num_threads(req.threads)
@@ -111,10 +117,12 @@ def evaluate(req: EvalRequest) -> EvalResult:
         tuning_root=Path(req.tuning_dir) if req.tuning_dir else None,
         cache_dir=Path(req.probe_cache_dir) if req.probe_cache_dir else None,
         tune_budget_s=req.tune_budget_s,
+        progress_path=req.progress_path,
     )
     device_s: dict[str, float] = {}
     pre = None
     if req.constraints:
+        progress.report("pre-filter: probing the untrained structure")
         t0 = time.perf_counter()
         pre = prefilter(
             cand, req.constraints, req.profiles, options, conv_method=recipe.conv_decomposition
@@ -134,7 +142,9 @@ def evaluate(req: EvalRequest) -> EvalResult:
                 node=_node(),
             )
 
+    progress.report("loading data")
     data = _splits(req.dataset, req.split_seed, req.user_dir)
+    progress.report("dense parent")
     parent, hit = trained_parent(
         cand,
         dataset=req.dataset,
@@ -145,8 +155,10 @@ def evaluate(req: EvalRequest) -> EvalResult:
     )
     clock.lap("parent")
 
+    progress.report("compressing")
     child, info = compress(parent, data.train, recipe)
     clock.lap("compress")
+    progress.report("evaluating")
 
     bundle = Path(req.bundle_dir)
     bundle.mkdir(parents=True, exist_ok=True)
@@ -175,7 +187,8 @@ def evaluate(req: EvalRequest) -> EvalResult:
 
     check = torch.from_numpy(data.val.x[: req.check_samples]).reshape(-1, *example.shape[1:])
     latency: dict[str, ProbeStats] = {}
-    for name in req.profiles:
+    for i, name in enumerate(req.profiles):
+        progress.report("measuring latency", i + 1, len(req.profiles), detail=name)
         t0 = time.perf_counter()
         latency[name] = probe_warm(
             child,
@@ -191,6 +204,7 @@ def evaluate(req: EvalRequest) -> EvalResult:
     clock.lap("probe")
     files: dict[str, FileScore] = {}
     if req.export:
+        progress.report("exporting and scoring the bundle")
         files = _export(cand, child, example, bundle, req, data, metrics, latency)
         clock.lap("export")
     return EvalResult(

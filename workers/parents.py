@@ -49,11 +49,20 @@ def trained_parent(
     if path.is_file():
         net.load_state_dict(load_file(str(path)))
         net.eval()
+        _touch(path)
         return net, True
-    fit(net, train_data, epochs=recipe.epochs, recipe=recipe)  # type: ignore[arg-type]
+    fit(net, train_data, epochs=recipe.epochs, recipe=recipe, stage="training parent epoch")  # type: ignore[arg-type]
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(tmp), metadata={"arch": json.dumps(candidate.arch_dict())})
     os.replace(tmp, path)
     return net, False
+
+
+def _touch(path: Path) -> None:
+    """Mark a cache entry used (``hwnas gc`` drops the least recently used first)."""
+    try:
+        os.utime(path)
+    except OSError:  # read-only store, or collected meanwhile: the model is loaded already
+        pass

@@ -190,6 +190,9 @@ class EvalRequest(_Record):
     epochs_fraction: float = 1.0
     export: bool = True
     num_gpus: float = 0.0
+    progress_path: str | None = Field(
+        default=None, description="where the worker reports the trial's stage (workers.progress)"
+    )
 
 
 class EvalResult(_Record):

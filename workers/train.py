@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_spaces import Distill
+from workers import progress
 from workers.data import Split
 from workers.lease import ComputeSlots
 
@@ -78,6 +79,7 @@ def fit(
     recipe: Recipe,
     teacher: nn.Module | None = None,
     lr: float | None = None,
+    stage: str = "training epoch",
 ) -> float:
     """Train ``model`` with Adam + cosine decay; distil from ``teacher`` when given.
 
@@ -86,7 +88,8 @@ def fit(
     features and a learned linear map of the student's; with ``recipe.kd_relation`` > 0, plus
     that weight times the similarity-preserving loss (Tung & Mori 2019) at every stage output
     and the penultimate features (:func:`relation_loss`: it compares how the batch's samples
-    relate, so it needs no adapter when widths differ). Returns the last epoch's mean loss.
+    relate, so it needs no adapter when widths differ). Each epoch is reported as ``stage``
+    k/n (:mod:`workers.progress`). Returns the last epoch's mean loss.
     """
     if epochs <= 0:
         return float("nan")
@@ -110,7 +113,8 @@ def fit(
     model.train()
     mean_loss = float("nan")
     with ComputeSlots() as slots:  # a latency timing on this node pauses us between batches
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            progress.report(stage, epoch + 1, epochs)
             total, n = 0.0, 0
             for x, y in _batches(data, recipe.batch_size, rng):
                 with slots.step():

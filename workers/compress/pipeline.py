@@ -32,8 +32,16 @@ from workers.train import Recipe, batches, fit, subset
 def _finetuner(train: Split, recipe: Recipe, teacher: Net | None):  # type: ignore[no-untyped-def]
     ft = subset(train, recipe.train_subset, recipe.seed)
 
-    def finetune(net: Net, epochs: int = 1) -> None:
-        fit(net, ft, epochs=epochs, recipe=recipe, teacher=teacher, lr=recipe.finetune_lr)
+    def finetune(net: Net, epochs: int = 1, stage: str = "fine-tuning epoch") -> None:
+        fit(
+            net,
+            ft,
+            epochs=epochs,
+            recipe=recipe,
+            teacher=teacher,
+            lr=recipe.finetune_lr,
+            stage=stage,
+        )
 
     return ft, finetune
 
@@ -88,7 +96,7 @@ def quantize_child(
     if qat:
         remask(child)
         attach_fake_quant(child)
-        finetune(child, recipe.qat_epochs)
+        finetune(child, recipe.qat_epochs, stage="quantization-aware training epoch")
         bake(child)
     else:
         quantize_weights(child, recipe.weight_observer)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hw_profiles import get_profile
+from workers import progress
 from workers.probe.core import ProbeOptions, probe
 from workers.records import ProbeStats
 
@@ -45,14 +46,15 @@ class ProbeWorker:
         library_path: str | None,
     ) -> ProbeStats:
         self.calls += 1
-        stats = probe(
-            model,
-            example,
-            self.profile,
-            options=options,
-            check_inputs=check_inputs,
-            library_path=Path(library_path) if library_path else None,
-        )
+        with progress.reporting(options.progress_path):
+            stats = probe(
+                model,
+                example,
+                self.profile,
+                options=options,
+                check_inputs=check_inputs,
+                library_path=Path(library_path) if library_path else None,
+            )
         return stats.model_copy(update={"probe_worker_calls": self.calls})
 
     def ping(self) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hw_profiles import Profile
+from workers import progress
 from workers.probe import tuning
 from workers.probe.targets import is_gpu, tvm
 
@@ -59,6 +60,7 @@ def tuning_state(
     tasks = tuning.extract(fused, target)
     tune_s = 0.0
     cost_model = None
+    progress.report("waiting for the tuning database", detail=profile.name)
     with tuning.db_lock(path):
         db = tuning.open_db(path)
         todo = tuning.missing(tasks, db)
@@ -73,6 +75,9 @@ def tuning_state(
                 budget_s=budget_s,
                 profile=profile,
                 cost_model_path=tuning.cost_model_path(path),
+                progress=lambda done, total, _: progress.report(
+                    "tuning tasks", done, total, detail=profile.name
+                ),
             )
             tuning.restamp(path, db)
             cost_model = str(report["cost_model"])

@@ -59,10 +59,13 @@ class ProbeCache:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
+        path = self._path(key)
         try:
-            data: dict[str, Any] = json.loads(self._path(key).read_text())
+            data: dict[str, Any] = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # last use, for hwnas gc's least-recently-used order
         return data
 
     def put(self, key: str, stats: dict[str, Any]) -> None:

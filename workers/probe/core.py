@@ -72,12 +72,14 @@ class ProbeOptions:
         cache_dir: the probe cache; None measures every time.
         tune_budget_s: seconds this probe may spend tuning tasks with no record (0: none).
         settings: MetaSchedule knobs.
+        progress_path: where the probe reports its stage (tuning k/n tasks), or None.
     """
 
     tuning_root: Path | None = None
     cache_dir: Path | None = None
     tune_budget_s: float = 0.0
     settings: tuning.TuneSettings = field(default_factory=tuning.TuneSettings)
+    progress_path: str | None = None  # the trial's progress file (:mod:`workers.progress`)
 
 
 def probe(
