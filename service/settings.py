@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     tune_per_candidate_s: float = Field(
         default=120.0, ge=0, le=86_400, description="tuning seconds one candidate may spend"
     )
+    cache_max_age_days: float = Field(
+        default=30.0, gt=0, description="gc: parent and probe cache entries unused this long go"
+    )
+    cache_max_bytes: int = Field(
+        default=20 * 2**30, ge=0, description="gc: the least recently used beyond this go"
+    )
+    gc_interval_s: float = Field(
+        default=0.0, ge=0, description="the scheduler collects garbage this often (0 = never)"
+    )
     verify: bool = Field(
         default=True,
         description="after a job, time every Pareto bundle's shipped library in a fresh "
@@ -89,6 +98,14 @@ class Settings(BaseSettings):
     def user_data_dir(self) -> Path:
         """Where uploaded datasets are stored (under the artifact dir, shared with workers)."""
         return Path(self.artifact_dir).resolve() / "datasets"
+
+    def job_dir(self, job_id: int) -> Path:
+        """A job's own artifacts (model bundles, progress files); deleted with the job."""
+        return Path(self.artifact_dir).resolve() / "jobs" / str(job_id)
+
+    def progress_file(self, job_id: int, number: int) -> Path:
+        """Where trial ``number`` of job ``job_id`` reports its stage (workers.progress)."""
+        return self.job_dir(job_id) / "progress" / f"trial-{number:05d}.json"
 
     def datasets_dir(self, owner_id: int) -> Path:
         """The uploads of account ``owner_id``: its jobs' ``user/<name>`` resolve here."""

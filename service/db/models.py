@@ -171,9 +171,34 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # the trial's cost (service.costs.trial_cost of its runs), summed by /metrics
+    train_s: Mapped[float | None] = mapped_column(Float, default=None)
+    probe_s: Mapped[float | None] = mapped_column(Float, default=None)
+    parent_lookups: Mapped[int | None] = mapped_column(Integer, default=None)
+    parent_hits: Mapped[int | None] = mapped_column(Integer, default=None)
+    probe_lookups: Mapped[int | None] = mapped_column(Integer, default=None)
+    probe_hits: Mapped[int | None] = mapped_column(Integer, default=None)
+    task_lookups: Mapped[int | None] = mapped_column(Integer, default=None)
+    task_hits: Mapped[int | None] = mapped_column(Integer, default=None)
 
     job: Mapped[Job] = relationship(back_populates="trials")
 
     @property
     def model_id(self) -> str | None:
         return f"{self.job_id}-{self.number}" if self.bundle_dir else None
+
+
+class SchedulerPresence(Base):
+    """A scheduler process that is (or was) alive, refreshed every few seconds: ``/readyz``
+    reads it (and whether its Ray answers)."""
+
+    __tablename__ = "hwnas_schedulers"
+
+    worker_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ray_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    ray_detail: Mapped[str] = mapped_column(Text, default="")
+    job_id: Mapped[int | None] = mapped_column(Integer, default=None)

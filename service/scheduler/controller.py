@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from hw_profiles import get_profile
 from search_spaces import Candidate, HwnasError, SpaceContext, get_space
+from service import logctx
 from service.db.models import Job, JobStatus, TrialState, utcnow
 from service.db.queue import heartbeat
 from service.db.session import get_sessionmaker
@@ -107,6 +108,10 @@ class JobController:
         whose device is gone, a dataset that vanished, an error anywhere in its loop) fails
         the job with the reason; it never escapes to the scheduler, which goes on.
         """
+        with logctx.bound(job=self.job_id):
+            return self._run()
+
+    def _run(self) -> JobStatus:
         try:
             with self.sessions() as s:
                 job = s.get(Job, self.job_id)
@@ -279,7 +284,8 @@ class JobController:
             split_seed=spec.split_seed,
             user_dir=str(self.user_dir),
             profiles=spec.profiles,
-            bundle_dir=str(root / "jobs" / str(self.job_id) / f"trial-{number:05d}"),
+            bundle_dir=str(self.settings.job_dir(self.job_id) / f"trial-{number:05d}"),
+            progress_path=str(self.settings.progress_file(self.job_id, number)),
             cache_dir=str(root / "parents"),
             threads=self.settings.worker_threads,
             recipe=spec.training.model_dump(),
@@ -307,6 +313,17 @@ class JobController:
         return per_profile
 
     def _collect(
+        self,
+        study: optuna.Study,
+        spec: JobSpec,
+        in_flight: dict[Any, _InFlight],
+        item: _InFlight,
+        handle: Any,
+    ) -> None:
+        with logctx.bound(trial=item.trial.number):
+            self._collect_one(study, spec, in_flight, item, handle)
+
+    def _collect_one(
         self,
         study: optuna.Study,
         spec: JobSpec,

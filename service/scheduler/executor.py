@@ -107,5 +107,16 @@ class RayExecutor:
     def cancel(self, handle: Any) -> None:
         self._ray.cancel(handle, force=True)
 
+    def health(self) -> tuple[bool, str]:
+        """Whether Ray answers with CPUs to run trials on, and what it says."""
+        try:
+            if not self._ray.is_initialized():
+                return False, "ray is not initialised"
+            res = self._ray.cluster_resources()  # type: ignore[no-untyped-call]
+        except Exception as e:  # noqa: BLE001 - a health answer, not a failure
+            return False, f"ray does not answer: {type(e).__name__}: {e}"
+        cpus = float(res.get("CPU", 0))
+        return cpus > 0, f"{cpus:g} CPUs, {float(res.get('GPU', 0)):g} GPUs"
+
     def shutdown(self) -> None:
         self._ray.shutdown()

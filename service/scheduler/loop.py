@@ -17,6 +17,7 @@ from service.db.queue import claim_job
 from service.db.session import get_sessionmaker
 from service.scheduler.controller import Executor, JobController
 from service.scheduler.executor import RayExecutor
+from service.scheduler.presence import Presence
 from service.scheduler.study import get_storage
 from service.settings import Settings
 
@@ -37,6 +38,14 @@ def run_scheduler(
     executor = executor or ray
     assert executor is not None
     sessions = get_sessionmaker(settings.database_url)
+    running: list[int] = []  # the job in hand, for the presence row
+    presence = Presence(
+        settings.database_url,
+        worker_id,
+        health=getattr(executor, "health", lambda: (True, "in-process executor")),
+        job=lambda: running[0] if running else None,
+    )
+    gc = _start_gc(settings, stop) if settings.gc_interval_s > 0 else None
     log.info("scheduler %s ready", worker_id)
     pause = settings.poll_interval_s
     try:
@@ -50,7 +59,11 @@ def run_scheduler(
                     stop.wait(settings.poll_interval_s)
                     continue
                 log.info("running job %s", job.id)
-                status = JobController(settings, executor, job.id, worker_id, stop).run()
+                running[:] = [job.id]
+                try:
+                    status = JobController(settings, executor, job.id, worker_id, stop).run()
+                finally:
+                    running.clear()
                 log.info("job %s ended: %s", job.id, status)
                 pause = settings.poll_interval_s
             except Exception:
@@ -60,5 +73,24 @@ def run_scheduler(
                 stop.wait(pause)
                 pause = min(MAX_PAUSE_S, pause * 2)
     finally:
+        presence.stop()
+        if gc is not None:
+            gc.join(timeout=5)
         if ray is not None:
             ray.shutdown()  # stops the embedded Ray (its raylet and workers) with us
+
+
+def _start_gc(settings: Settings, stop: threading.Event) -> threading.Thread:
+    """Collect garbage every ``gc_interval_s`` (service.retention) beside the jobs."""
+    from service.retention import collect
+
+    def run() -> None:
+        while not stop.wait(settings.gc_interval_s):
+            try:
+                collect(settings)
+            except Exception:
+                log.exception("gc failed; trying again in %.0f s", settings.gc_interval_s)
+
+    thread = threading.Thread(target=run, name="gc", daemon=True)
+    thread.start()
+    return thread

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState as OptunaState
 
+from service.costs import trial_cost
 from service.db import crud
 from service.db.models import Job, Trial, TrialState, utcnow
 
@@ -53,6 +54,9 @@ class TrialRecords:
             row.state = state
             for k, v in fields.items():
                 setattr(row, k, v)
+            if "timings" in fields:
+                for k, v in trial_cost(fields["timings"].get("runs", [])).items():
+                    setattr(row, k, v)
             if state != TrialState.running:
                 row.finished_at = utcnow()
             job = s.get(Job, self.job_id)

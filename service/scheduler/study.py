@@ -55,6 +55,15 @@ def open_study(url: str, job_id: int, spec: JobSpec) -> optuna.Study:
     return study
 
 
+def delete_study(url: str, job_id: int) -> bool:
+    """Delete job ``job_id``'s study; False when it has none."""
+    try:
+        optuna.delete_study(study_name=study_name(job_id), storage=get_storage(url))
+    except KeyError:
+        return False
+    return True
+
+
 def load_study(url: str, job_id: int) -> optuna.Study:
     return optuna.load_study(study_name=study_name(job_id), storage=get_storage(url))
 
