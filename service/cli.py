@@ -1,5 +1,5 @@
-"""``hwnas`` command line: serve (API + scheduler), api, scheduler, migrate, token, dashboard,
-tune-profile."""
+"""``hwnas`` command line. On this host: serve (API + scheduler), api, scheduler, migrate, token,
+gc, dashboard, tune-profile. Against a service anywhere: submit, jobs, watch, pareto, pull."""
 
 from __future__ import annotations
 
@@ -109,6 +109,21 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Garbage collection on this service's database and artifact store (service.retention)."""
+    from dataclasses import asdict
+
+    from service.db.migrate import upgrade
+    from service.retention import collect
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    report = asdict(collect(settings, dry_run=args.dry_run))
+    report["paths"] = report["paths"][:50]
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     url = get_settings().database_url
     cmd = ["optuna-dashboard", url, "--host", args.host, "--port", str(args.port)]
@@ -187,11 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-s", type=float, default=None, help="stop tuning after this")
     p.set_defaults(fn=cmd_tune_profile)
+    p = sub.add_parser("gc", help="remove what no job needs (deleted jobs' files, old caches)")
+    p.add_argument("--dry-run", action="store_true", help="only report what would go")
+    p.set_defaults(fn=cmd_gc)
+    from service.remote_cli import add_commands
+
+    add_commands(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from service.logctx import install
+
+    install(logging.DEBUG if args.verbose else logging.INFO)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     result: int = args.fn(args)
     return result

@@ -6,7 +6,17 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from service.api import errors
-from service.api.routes import audit, catalog, datasets, jobs, models, users
+from service.api.routes import (
+    audit,
+    catalog,
+    datasets,
+    events,
+    jobs,
+    models,
+    ops,
+    reports,
+    users,
+)
 from service.db.migrate import upgrade
 from service.db.session import get_sessionmaker
 from service.db.uploads import adopt_legacy
@@ -30,6 +40,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     errors.install(app)
-    for module in (jobs, models, datasets, users, audit, catalog):
+    for module in (jobs, events, reports, models, datasets, users, audit, catalog, ops):
         app.include_router(module.router)
     return app

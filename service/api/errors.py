@@ -8,6 +8,7 @@ returned.
 
 from __future__ import annotations
 
+import errno
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ _WHY = {
     409: "the resource's state does not allow this now (detail says why)",
     413: "the upload is larger than the service accepts",
     429: "too many job submissions: wait the Retry-After seconds",
+    507: "the service's disk is full: nothing was stored",
 }
 
 
@@ -48,6 +50,18 @@ def conflict(detail: str) -> HTTPException:
 
 def forbidden(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_403_FORBIDDEN, detail)
+
+
+def disk_full(what: str, e: OSError) -> HTTPException:
+    """507 for a write the disk had no room for (ENOSPC, or over a quota of the filesystem)."""
+    return HTTPException(
+        status.HTTP_507_INSUFFICIENT_STORAGE,
+        f"the service's disk is full: {what} was not stored ({e.strerror})",
+    )
+
+
+def is_disk_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def invalid(loc: tuple[str | int, ...], msg: str, value: Any = None) -> RequestValidationError:

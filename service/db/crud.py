@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, delete, func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, JobStatus, Trial, User, utcnow
+from service.db.models import ACTIVE, Job, JobStatus, Trial, TrialState, User, utcnow
 from service.schemas import JobSpec
 
 
@@ -39,20 +40,46 @@ def get_job(*, session: Session, job_id: int, user: User | None) -> Job | None:
 
 
 def list_jobs(
-    *, session: Session, user: User | None, skip: int, limit: int
+    *,
+    session: Session,
+    user: User | None,
+    skip: int,
+    limit: int,
+    statuses: Sequence[JobStatus] = (),
+    name: str | None = None,
+    owner_id: int | None = None,
 ) -> tuple[list[Job], int]:
-    count = session.scalar(_visible(select(func.count()).select_from(Job), user)) or 0
+    """A page of the jobs ``user`` may see, newest first, filtered by status (any of),
+    ``name`` (a case-insensitive substring) and owner."""
+    where: list[ColumnElement[bool]] = []
+    if statuses:
+        where.append(Job.status.in_(list(statuses)))
+    if name:
+        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(Job.name.ilike(f"%{escaped}%", escape="\\"))
+    if owner_id is not None:
+        where.append(Job.owner_id == owner_id)
+    count = session.scalar(_visible(select(func.count()).select_from(Job), user).where(*where))
     jobs = session.scalars(
-        _visible(select(Job), user).order_by(Job.id.desc()).offset(skip).limit(limit)
+        _visible(select(Job), user).where(*where).order_by(Job.id.desc()).offset(skip).limit(limit)
     ).all()
-    return list(jobs), count
+    return list(jobs), count or 0
 
 
-def list_trials(*, session: Session, job_id: int, skip: int, limit: int) -> tuple[list[Trial], int]:
-    where = Trial.job_id == job_id
-    count = session.scalar(select(func.count()).select_from(Trial).where(where)) or 0
+def list_trials(
+    *,
+    session: Session,
+    job_id: int,
+    skip: int,
+    limit: int,
+    states: Sequence[TrialState] = (),
+) -> tuple[list[Trial], int]:
+    where: list[ColumnElement[bool]] = [Trial.job_id == job_id]
+    if states:
+        where.append(Trial.state.in_(list(states)))
+    count = session.scalar(select(func.count()).select_from(Trial).where(*where)) or 0
     rows = session.scalars(
-        select(Trial).where(where).order_by(Trial.number).offset(skip).limit(limit)
+        select(Trial).where(*where).order_by(Trial.number).offset(skip).limit(limit)
     )
     return list(rows.all()), count
 
@@ -111,3 +138,23 @@ def update_job(*, session: Session, job_id: int, **values: Any) -> None:
     for k, v in values.items():
         setattr(job, k, v)
     session.commit()
+
+
+def warm_started_from(*, session: Session, job_id: int) -> list[int]:
+    """Active jobs whose spec warm-starts from job ``job_id`` (they read its study when claimed)."""
+    rows = session.execute(select(Job.id, Job.spec).where(Job.status.in_(ACTIVE))).all()
+    return [i for i, spec in rows if spec.get("warm_start_from") == job_id]
+
+
+def delete_ended_job(*, session: Session, job_id: int) -> bool:
+    """Delete job ``job_id`` and its trial rows if it has ended, in one conditional statement
+    (a job a scheduler claims meanwhile is left alone). Returns whether it was deleted; the
+    caller commits."""
+    ended = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+    gone = session.execute(
+        delete(Job).where(Job.id == job_id, Job.status.in_(ended)).returning(Job.id)
+    ).scalar_one_or_none()
+    if gone is None:
+        return False
+    session.execute(delete(Trial).where(Trial.job_id == job_id))  # SQLite without FK pragma
+    return True

@@ -49,6 +49,12 @@ def publish(staging: Path, owner_dir: Path, name: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def remove(owner_dir: Path, name: str) -> None:
+    """A deleted upload's files (the metadata first: without it the dataset is unknown)."""
+    for suffix in (".json", ".npz"):
+        (owner_dir / f"{name}{suffix}").unlink(missing_ok=True)
+
+
 def adopt_legacy(*, session: Session, settings: Settings) -> int:
     """Uploads from before accounts (``datasets/<name>.npz`` at the top) become the admin's:
     moved to its directory and given a row. Idempotent; returns how many it adopted."""

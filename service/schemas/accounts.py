@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.schemas.pages import Page
 from service.schemas.spec import INTEGRAL, Int
 
 USER_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -74,9 +75,8 @@ class UserPublic(BaseModel):
     disabled_at: datetime | None
 
 
-class UsersPublic(BaseModel):
+class UsersPublic(Page):
     data: list[UserPublic]
-    count: int
 
 
 class TokenCreate(BaseModel):
@@ -101,9 +101,8 @@ class TokenCreated(TokenPublic):
     token: str = Field(description="the secret: shown this once, stored only as a hash")
 
 
-class TokensPublic(BaseModel):
+class TokensPublic(Page):
     data: list[TokenPublic]
-    count: int
 
 
 class AuditEventPublic(BaseModel):
@@ -117,6 +116,5 @@ class AuditEventPublic(BaseModel):
     client: str
 
 
-class AuditPublic(BaseModel):
+class AuditPublic(Page):
     data: list[AuditEventPublic]
-    count: int

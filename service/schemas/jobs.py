@@ -7,7 +7,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.schemas.pages import Page
 from service.schemas.spec import Int
+
+
+class TrialStage(BaseModel):
+    """Where a running trial is, as its worker last reported."""
+
+    trial: int
+    stage: str = Field(examples=["training parent epoch"])
+    step: int | None = None
+    steps: int | None = None
+    text: str = Field(examples=["training parent epoch 3/6"])
+    at: datetime = Field(description="when the worker reported it")
 
 
 class Progress(BaseModel):
@@ -15,6 +27,16 @@ class Progress(BaseModel):
     trials_failed: int
     budget: int
     best_accuracy: float | None
+    trials_running: list[TrialStage] = Field(
+        default_factory=list, description="the trials in flight and their stage"
+    )
+    eta_s: float | None = Field(
+        default=None,
+        description="seconds until the trial budget is met at the pace so far (complete "
+        "trials per second since the job started); null before the first complete trial. The "
+        "front's verification after the search is not included.",
+    )
+    eta: datetime | None = Field(default=None, description="now + eta_s")
 
 
 class JobPublic(BaseModel):
@@ -63,9 +85,8 @@ class JobReport(BaseModel):
     )
 
 
-class JobsPublic(BaseModel):
+class JobsPublic(Page):
     data: list[JobPublic]
-    count: int
 
 
 class TrialPublic(BaseModel):
@@ -79,11 +100,11 @@ class TrialPublic(BaseModel):
     timings: dict[str, Any] | None
     error: str | None
     model_id: str | None
+    stage: TrialStage | None = Field(default=None, description="a running trial's stage")
 
 
-class TrialsPublic(BaseModel):
+class TrialsPublic(Page):
     data: list[TrialPublic]
-    count: int
 
 
 class ParetoPoint(BaseModel):

@@ -11,6 +11,7 @@ from service.api.deps import CurrentUser, SessionDep
 from service.api.errors import responses
 from service.db.models import AuditEvent
 from service.schemas import AuditEventPublic, AuditPublic
+from service.schemas.accounts import USER_NAME
 from service.schemas.spec import MAX_ID
 
 router = APIRouter(prefix="/v1/audit", tags=["accounts"])
@@ -21,6 +22,9 @@ def list_audit(
     session: SessionDep,
     user: CurrentUser,
     action: Annotated[str | None, Query(pattern=r"^[a-z]+\.[a-z]+$", max_length=40)] = None,
+    user_name: Annotated[
+        str | None, Query(alias="user", pattern=USER_NAME, description="one account's (admin)")
+    ] = None,
     skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPublic:
@@ -30,11 +34,11 @@ def list_audit(
         where.append(AuditEvent.user_id == user.id)
     if action is not None:
         where.append(AuditEvent.action == action)
+    if user_name is not None:
+        where.append(AuditEvent.user_name == user_name)
     count = session.scalar(select(func.count()).select_from(AuditEvent).where(*where)) or 0
     rows = session.scalars(
         select(AuditEvent).where(*where).order_by(AuditEvent.id.desc()).offset(skip).limit(limit)
     ).all()
-    return AuditPublic(
-        data=[AuditEventPublic.model_validate(r, from_attributes=True) for r in rows],
-        count=count,
-    )
+    data = [AuditEventPublic.model_validate(r, from_attributes=True) for r in rows]
+    return AuditPublic.of(data, count, skip, limit)

@@ -10,15 +10,25 @@ from __future__ import annotations
 import shutil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of
-from service.api.errors import conflict, forbidden, invalid, responses
+from service.api.errors import (
+    conflict,
+    disk_full,
+    forbidden,
+    invalid,
+    is_disk_full,
+    not_found,
+    responses,
+)
 from service.db import accounts, uploads
-from service.db.models import Dataset, User
+from service.db.models import ACTIVE, Dataset, Job, User
+from service.schemas.pages import Page
+from service.schemas.spec import MAX_ID
 from workers.data import DatasetFormatError, DatasetTooLargeError, list_datasets
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -35,9 +45,8 @@ class DatasetPublic(BaseModel):
     sizes: dict[str, int] | None = None
 
 
-class DatasetsPublic(BaseModel):
+class DatasetsPublic(Page):
     data: list[DatasetPublic]
-    count: int
 
 
 def _public(row: Dataset, owner: str) -> DatasetPublic:
@@ -53,7 +62,12 @@ def _public(row: Dataset, owner: str) -> DatasetPublic:
 
 
 @router.get("", responses=responses())
-def get_datasets(session: SessionDep, user: CurrentUser) -> DatasetsPublic:
+def get_datasets(
+    session: SessionDep,
+    user: CurrentUser,
+    skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DatasetsPublic:
     """Built-in datasets and your uploads (``user/<name>``; an admin sees every account's)."""
     data = [
         DatasetPublic(
@@ -68,7 +82,7 @@ def get_datasets(session: SessionDep, user: CurrentUser) -> DatasetsPublic:
     if not user.is_admin:
         stmt = stmt.where(Dataset.owner_id == user.id)
     data += [_public(row, owner) for row, owner in session.execute(stmt.order_by(Dataset.id))]
-    return DatasetsPublic(data=data, count=len(data))
+    return DatasetsPublic.of(data[skip : skip + limit], len(data), skip, limit)
 
 
 _BODY = {
@@ -85,7 +99,7 @@ _BODY = {
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(403, 409, 413),
+    responses=responses(403, 409, 413, 507),
     openapi_extra=_BODY,
 )
 async def upload_dataset(
@@ -132,6 +146,10 @@ def _store(
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body: {e}") from None
     except DatasetFormatError as e:
         raise invalid(("body",), str(e)) from None
+    except OSError as e:
+        if is_disk_full(e):  # stage() removed its partial files
+            raise disk_full(f"dataset user/{name}", e) from None
+        raise
     try:
         size = uploads.staged_bytes(staging)
         accounts.lock_account(session=session, user_id=user.id)
@@ -156,7 +174,7 @@ def _store(
             client=client,
         )
         session.commit()
-        uploads.publish(staging, settings.datasets_dir(user.id), name)
+        uploads.publish(staging, settings.datasets_dir(user.id), name)  # renames: no new bytes
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _public(row, user.name)
@@ -164,3 +182,44 @@ def _store(
 
 def _shape(info: dict[str, Any]) -> dict[str, Any]:
     return {"input_shape": info["input_shape"], "num_classes": info["num_classes"]}
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(404, 409),
+)
+def delete_dataset(
+    name: Annotated[str, Path(pattern=NAME, description="the <name> of user/<name>")],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> Response:
+    """Delete an upload of yours; 409 while a queued or running job of yours uses it."""
+    row = session.scalar(select(Dataset).where(Dataset.owner_id == user.id, Dataset.name == name))
+    if row is None:
+        raise not_found(f"dataset user/{name}")
+    accounts.lock_account(session=session, user_id=user.id)  # no job of ours is submitted now
+    users = session.scalars(
+        select(Job.id).where(
+            Job.owner_id == user.id,
+            Job.status.in_(ACTIVE),
+            Job.spec["dataset"].as_string() == f"user/{name}",
+        )
+    ).all()
+    if users:
+        raise conflict(f"dataset user/{name} is used by active job(s) {sorted(users)}")
+    session.delete(row)
+    accounts.audit(
+        session=session,
+        user=user,
+        action="dataset.delete",
+        target=f"dataset user/{name}",
+        detail={"bytes": row.size_bytes},
+        client=client_of(request),
+    )
+    session.commit()
+    uploads.remove(settings.datasets_dir(user.id), name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,18 +9,20 @@ serialised per account, and the audit log, in one transaction with the new row.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of
 from service.api.errors import conflict, forbidden, invalid, not_found, responses
 from service.api.pareto import pareto_points
+from service.api.progress import job_progress, trial_stage
 from service.api.report import job_report
 from service.db import accounts, crud
-from service.db.models import Job, JobStatus, Trial, User, utcnow
+from service.db.models import Job, JobStatus, Trial, TrialState, User, utcnow
+from service.retention import forget_job_files
 from service.schemas import (
     Extend,
     JobPublic,
@@ -33,7 +35,9 @@ from service.schemas import (
     TrialPublic,
     TrialsPublic,
 )
-from service.schemas.spec import MAX_ID
+from service.schemas.accounts import USER_NAME
+from service.schemas.jobs import TrialStage
+from service.schemas.spec import MAX_ID, PRINTABLE
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -42,7 +46,8 @@ Skip = Annotated[int, Query(ge=0, le=MAX_ID)]
 RATE_WINDOW_S = 60.0
 
 
-def to_public(job: Job, owner: str) -> JobPublic:
+def to_public(job: Job, owner: str, progress: Progress | None = None) -> JobPublic:
+    """The job as the API shows it; ``progress`` adds running trials' stages and the ETA."""
     return JobPublic(
         id=job.id,
         owner=owner,
@@ -50,7 +55,8 @@ def to_public(job: Job, owner: str) -> JobPublic:
         status=job.status.value,
         spec=job.spec,
         study_name=job.study_name or f"job-{job.id}",
-        progress=Progress(
+        progress=progress
+        or Progress(
             trials_complete=job.trials_complete,
             trials_failed=job.trials_failed,
             budget=int(job.spec["budget"]["trials"]),
@@ -63,12 +69,14 @@ def to_public(job: Job, owner: str) -> JobPublic:
     )
 
 
-def _public(session: SessionDep, job: Job) -> JobPublic:
+def public_job(session: SessionDep, job: Job, settings: Settings | None = None) -> JobPublic:
+    """The job with its owner's name (and, given ``settings``, its live progress)."""
     owner = session.get(User, job.owner_id)
-    return to_public(job, owner.name if owner is not None else str(job.owner_id))
+    live = job_progress(session, settings, job) if settings is not None else None
+    return to_public(job, owner.name if owner is not None else str(job.owner_id), live)
 
 
-def trial_public(t: Trial) -> TrialPublic:
+def trial_public(t: Trial, stage: TrialStage | None = None) -> TrialPublic:
     from search_spaces import Candidate
 
     summary = Candidate.model_validate(t.candidate).summary() if t.candidate else ""
@@ -83,6 +91,7 @@ def trial_public(t: Trial) -> TrialPublic:
         timings=t.timings,
         error=t.error,
         model_id=t.model_id,
+        stage=stage,
     )
 
 
@@ -209,25 +218,50 @@ def create_job(
 
 
 # ---------------------------------------------------------------------------- read
-@router.get("", responses=responses())
+@router.get("", responses=responses(403))
 def list_jobs(
     session: SessionDep,
     user: CurrentUser,
     skip: Skip = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    status: Annotated[list[JobStatus] | None, Query(description="any of these states")] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, pattern=PRINTABLE, description="names containing this")
+    ] = None,
+    owner: Annotated[
+        str | None, Query(pattern=USER_NAME, description="an account's jobs (admin only)")
+    ] = None,
 ) -> JobsPublic:
-    """List your jobs (an admin: every job), newest first."""
-    jobs, count = crud.list_jobs(session=session, user=user, skip=skip, limit=limit)
+    """List your jobs (an admin: every job), newest first, a page at a time."""
+    owner_id = None
+    if owner is not None:
+        if not user.is_admin and owner != user.name:
+            raise forbidden("only an admin lists another account's jobs")
+        owner_id = session.scalar(select(User.id).where(User.name == owner))
+        if owner_id is None:
+            return JobsPublic.of([], 0, skip, limit)
+    jobs, count = crud.list_jobs(
+        session=session,
+        user=user,
+        skip=skip,
+        limit=limit,
+        statuses=status or (),
+        name=name,
+        owner_id=owner_id,
+    )
     ids = {j.owner_id for j in jobs}
     rows = session.execute(select(User.id, User.name).where(User.id.in_(ids)))
     owners = dict(rows.tuples().all())  # a list: a Result has keys(), dict() would index it
-    return JobsPublic(data=[to_public(j, owners[j.owner_id]) for j in jobs], count=count)
+    data = [to_public(j, owners[j.owner_id]) for j in jobs]
+    return JobsPublic.of(data, count, skip, limit)
 
 
 @router.get("/{job_id}", responses=responses(404))
-def get_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> JobPublic:
-    """One job with its progress."""
-    return _public(session, job_or_404(session, job_id, user))
+def get_job(
+    job_id: JobId, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> JobPublic:
+    """One job with its progress: counters, each running trial's stage, and an ETA."""
+    return public_job(session, job_or_404(session, job_id, user), settings)
 
 
 # ----------------------------------------------------------------------- lifecycle
@@ -247,7 +281,7 @@ def cancel_job(
         detail={"status": job.status.value},
         client=client_of(request),
     )
-    return _public(session, crud.request_cancel(session=session, job=job))
+    return public_job(session, crud.request_cancel(session=session, job=job))
 
 
 @router.post("/{job_id}/extend", responses=responses(403, 404, 409))
@@ -292,6 +326,44 @@ def extend_job(
     return to_public(extended, owner.name)
 
 
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(404, 409),
+)
+def delete_job(
+    job_id: JobId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> Response:
+    """Delete an ended job: its row, its trials, its Optuna study and its own artifacts (model
+    bundles). Shared caches (trained parents, probe measurements, tuning records) stay. A job
+    queued or running answers 409: cancel it first."""
+    job = job_or_404(session, job_id, user)
+    waiting = crud.warm_started_from(session=session, job_id=job_id)
+    if waiting:
+        raise conflict(f"job {job_id} is the warm start of active job(s) {waiting}")
+    detail = {"name": job.name, "status": job.status.value, "owner_id": job.owner_id}
+    if not crud.delete_ended_job(session=session, job_id=job_id):
+        raise conflict(
+            f"job {job_id} is {job.status.value}: only an ended job can be deleted (cancel it)"
+        )
+    accounts.audit(
+        session=session,
+        user=user,
+        action="job.delete",
+        target=f"job {job_id}",
+        detail=detail,
+        client=client_of(request),
+    )
+    session.commit()
+    forget_job_files(settings, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 # ------------------------------------------------------------------------ results
 @router.get("/{job_id}/report", responses=responses(404))
 def get_report(
@@ -300,9 +372,15 @@ def get_report(
     """What the job cost and saved: CPU and device seconds per stage, cache hit rates,
     pre-filter rejections and the training time they saved, trials per node, and the front's
     verification after the job."""
+    job_or_404(session, job_id, user)
+    return cost_report(session, settings, job_id)
+
+
+def cost_report(session: SessionDep, settings: Settings, job_id: int) -> JobReport:
+    """The job's cost and savings (:func:`service.api.report.job_report`) with its front's
+    verification."""
     from service.scheduler.study import load_study
 
-    job_or_404(session, job_id, user)
     rows, _ = crud.list_trials(session=session, job_id=job_id, skip=0, limit=1_000_000)
     report = job_report(job_id, rows)
     try:
@@ -318,29 +396,47 @@ def get_report(
 def list_trials(
     job_id: JobId,
     session: SessionDep,
+    settings: SettingsDep,
     user: CurrentUser,
     skip: Skip = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    state: Annotated[list[TrialState] | None, Query(description="any of these states")] = None,
 ) -> TrialsPublic:
-    """The job's trials with metrics, latency stats, timings and errors."""
+    """The job's trials with metrics, latency stats, timings and errors, a page at a time."""
     job_or_404(session, job_id, user)
-    rows, count = crud.list_trials(session=session, job_id=job_id, skip=skip, limit=limit)
-    return TrialsPublic(data=[trial_public(t) for t in rows], count=count)
+    rows, count = crud.list_trials(
+        session=session, job_id=job_id, skip=skip, limit=limit, states=state or ()
+    )
+    data = [
+        trial_public(
+            t, trial_stage(settings, job_id, t.number) if t.state == TrialState.running else None
+        )
+        for t in rows
+    ]
+    return TrialsPublic.of(data, count, skip, limit)
 
 
-def _pareto(job: Job, settings: Settings) -> ParetoPublic:
+def job_front(job: Job, settings: Settings) -> tuple[Any, Any, list[Any]]:
+    """The job's study (None before it has one), how it scores, and its front."""
     from service.scheduler.front import JobScoring, front
     from service.scheduler.study import load_study
 
+    scoring = JobScoring.from_spec(job.spec)
     try:
         study = load_study(settings.database_url, job.id)
     except KeyError:
+        return None, scoring, []
+    return study, scoring, front(study, scoring)
+
+
+def _pareto(job: Job, settings: Settings) -> ParetoPublic:
+    study, scoring, points = job_front(job, settings)
+    if study is None:
         return ParetoPublic(job_id=job.id, metric_names=[], data=[])
-    scoring = JobScoring.from_spec(job.spec)
     return ParetoPublic(
         job_id=job.id,
         metric_names=scoring.metric_names,
-        data=pareto_points(front(study, scoring), scoring.metric_names),
+        data=pareto_points(points, scoring.metric_names),
         verification=study.user_attrs.get("verification"),
     )
 

@@ -98,7 +98,8 @@ def list_users(
     """Every account with its quotas and usage (admin only)."""
     count = session.scalar(select(func.count()).select_from(User)) or 0
     users = session.scalars(select(User).order_by(User.id).offset(skip).limit(limit)).all()
-    return UsersPublic(data=[user_public(session, settings, u) for u in users], count=count)
+    data = [user_public(session, settings, u) for u in users]
+    return UsersPublic.of(data, count, skip, limit)
 
 
 @router.get("/v1/me", responses=responses())
@@ -166,13 +167,21 @@ def create_token(
 
 
 @router.get("/v1/users/{user_id}/tokens", responses=responses(404))
-def list_tokens(user_id: UserId, session: SessionDep, caller: CurrentUser) -> TokensPublic:
+def list_tokens(
+    user_id: UserId,
+    session: SessionDep,
+    caller: CurrentUser,
+    skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> TokensPublic:
     """An account's tokens, without their secrets."""
     user = _user_or_404(session, user_id, caller)
+    where = ApiToken.user_id == user.id
+    count = session.scalar(select(func.count()).select_from(ApiToken).where(where)) or 0
     rows = session.scalars(
-        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+        select(ApiToken).where(where).order_by(ApiToken.id).offset(skip).limit(limit)
     ).all()
-    return TokensPublic(data=[token_public(t) for t in rows], count=len(rows))
+    return TokensPublic.of([token_public(t) for t in rows], count, skip, limit)
 
 
 @router.delete(

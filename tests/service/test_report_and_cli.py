@@ -1,0 +1,175 @@
+"""A finished job seen the ways people see it: its report page in headless Chromium, its plot,
+and the remote CLI (submit, jobs, watch, pareto, pull) against a live API on 127.0.0.1.
+
+One real job (digits, mlp_small, 3 trials, real training and TVM probes with default schedules)
+is run once for the module through the controller, as an ordinary account.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from service.cli import main as hwnas
+from service.db.models import JobStatus
+from service.db.queue import claim_job
+from service.db.session import get_sessionmaker
+from service.main import create_app
+from service.scheduler.controller import JobController
+from tests.service.api import admin_client, api_settings, new_user
+from tests.service.inline import InlineExecutor
+
+SPEC = {
+    "name": "report-job",
+    "dataset": "digits",
+    "space": "mlp_small",
+    "space_overrides": {"depth": [1], "width": [16, 32]},
+    "profiles": ["x86/local"],
+    "objectives": ["accuracy", "latency@x86/local", "size"],
+    "constraints": ["size <= 4 KB"],
+    "budget": {"trials": 3, "tune_s": 0},
+    "training": {"epochs": 2, "finetune_epochs": 1},
+    "tuning": "off",
+    "prefilter": False,
+    "seed": 2,
+}
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{tmp / 'hwnas.db'}"
+    settings = api_settings(url, tmp, verify=False, poll_interval_s=0.01)
+    with admin_client(settings) as admin:
+        _, token = new_user(admin, "viewer")
+        r = admin.post("/v1/jobs", json=SPEC, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+    with get_sessionmaker(url)() as s:
+        assert claim_job(session=s, worker_id="t", stale_after_s=60) is not None
+    assert JobController(settings, InlineExecutor(set()), job_id, "t").run() == JobStatus.succeeded
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}", "token": token, "job_id": job_id, "tmp": tmp}
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _cli(
+    service: dict[str, Any], *argv: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    code = hwnas([*argv, "--url", service["url"], "--token", service["token"]])
+    return code, capsys.readouterr().out
+
+
+def test_the_cli_lists_watches_and_pulls(
+    service: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    job_id = service["job_id"]
+    code, out = _cli(service, "jobs", "--json", capsys=capsys)
+    assert code == 0 and [j["id"] for j in json.loads(out)["data"]] == [job_id]
+    code, out = _cli(service, "watch", str(job_id), capsys=capsys)  # an ended job: at once
+    assert code == 0 and f"job {job_id} succeeded: 3/3 trials" in out
+    code, out = _cli(service, "pareto", str(job_id), "--json", capsys=capsys)
+    front = json.loads(out)["data"]
+    assert code == 0 and front and all(p["size_bytes"] <= 4000 for p in front)
+    model = front[0]["model_id"]
+    code, out = _cli(service, "pull", model, "-o", str(tmp_path / "m"), capsys=capsys)
+    assert code == 0 and {"card.json", "model.onnx", "model.pt"} <= {
+        p.name for p in (tmp_path / "m").iterdir()
+    }
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["metrics"]["size_bytes"] == front[0]["size_bytes"]
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps({**SPEC, "name": "from-the-cli"}))
+    code, out = _cli(service, "submit", str(spec), capsys=capsys)
+    new_id = int(out.strip())
+    assert code == 0 and new_id != job_id
+    code, out = _cli(service, "jobs", "--status", "queued", capsys=capsys)
+    assert code == 0 and "from-the-cli" in out
+    # refused: the service's reason, exit status 2
+    code = hwnas(["pull", "999-0", "--url", service["url"], "--token", service["token"]])
+    assert code == 2 and "404: model 999-0 not found" in capsys.readouterr().err
+    code = hwnas(["jobs", "--url", service["url"], "--token", "wrong"])
+    assert code == 2 and "401" in capsys.readouterr().err
+
+
+def test_report_png_is_the_front(service: dict[str, Any]) -> None:
+    import httpx
+
+    r = httpx.get(
+        f"{service['url']}/v1/jobs/{service['job_id']}/report.png",
+        headers={"Authorization": f"Bearer {service['token']}"},
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", r.content[16:24])
+    assert width > 1000 and height > 300  # three objective pairs side by side
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium: make setup installs it")
+def test_report_page_in_headless_chromium(service: dict[str, Any], tmp_path: Path) -> None:
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    auth = {"Authorization": f"Bearer {service['token']}"}
+    base, job_id = service["url"], service["job_id"]
+    front = httpx.get(f"{base}/v1/jobs/{job_id}/pareto", headers=auth).json()["data"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page(extra_http_headers=auth)
+            response = page.goto(f"{base}/v1/jobs/{job_id}/report.html")
+            assert response is not None and response.status == 200
+            assert page.title() == f"hwnas job {job_id}: report-job"
+            rows = page.locator("#points tbody tr")
+            assert rows.count() == len(front)
+            first = rows.nth(0).locator("td")
+            assert first.nth(1).inner_text() == front[0]["model_id"]
+            assert float(first.nth(2).inner_text()) == pytest.approx(front[0]["accuracy"], abs=1e-4)
+            width = page.eval_on_selector("#front", "img => img.naturalWidth")
+            assert width > 1000  # the plot decoded and drawn
+            assert "succeeded" in page.inner_text("#summary")
+            assert "complete 3" in page.inner_text("#trials")
+            assert page.locator("#caches tbody tr").count() == 3
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            assert (tmp_path / "report.png").stat().st_size > 20_000
+            # without a token the page is not served
+            anon = browser.new_page()
+            denied = anon.goto(f"{base}/v1/jobs/{job_id}/report.html")
+            assert denied is not None and denied.status == 401
+        finally:
+            browser.close()
