@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression \
-	bench-probes bench-search bench-search-table bench-fidelity tune-profile
+	bench-probes bench-search bench-search-table bench-fidelity bench-service tune-profile
 
 $(STAMP): pyproject.toml
 	bash scripts/setup-system.sh
@@ -52,6 +52,9 @@ bench-search-table: setup  ## grow the table of real evaluations behind bench-se
 	$(VENV)/bin/hwnas tune-profile x86/local --space $(if $(filter fashion,$(TABLE)),cnn_joint,small_joint) \
 		--dataset $(if $(filter fashion,$(TABLE)),fashion_mnist_small,digits) --candidates 60 --budget-s 480
 	$(PY) bench/search_table.py --table $(TABLE) --rows $(ROWS)
+
+bench-service: setup  ## 100 concurrent submits + 1000 concurrent reads, 4 schedulers, SQLite and PostgreSQL (~5 min)
+	bash scripts/with-postgres.sh $(PY) bench/service.py --out bench/results
 
 bench-fidelity: setup  ## demo + Fashion-MNIST jobs, every Pareto bundle re-measured without hwnas (~60 min)
 	$(PY) bench/fidelity.py --out bench/results

@@ -1,7 +1,8 @@
 """End-to-end demo of hwnas on the embedded default, driven over REST like any user.
 
 Starts ``hwnas serve`` on 127.0.0.1 with a fresh admin token, creates a ``demo`` account and a
-token for it over the API, POSTs examples/demo-job.json as that account, shows progress, prints the
+token for it over the API, then as that account, with the ``hwnas`` CLI: ``hwnas submit``
+examples/demo-job.json, ``hwnas watch`` (each trial's stage and the ETA), ``hwnas pull``. Prints the
 Pareto front, downloads the most accurate Pareto model over the API, scores it with plain
 PyTorch and ONNX Runtime in a separate process (examples/load_bundle.py, no hwnas import), writes
 hwnas-out/summary.json and prints the Optuna dashboard command. Stops the server it started.
@@ -9,7 +10,6 @@ hwnas-out/summary.json and prints the Optuna dashboard command. Stops the server
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets
@@ -17,12 +17,10 @@ import socket
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +56,19 @@ def wait_healthy(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: f
     raise SystemExit("hwnas serve did not become healthy in time")
 
 
+HWNAS = [sys.executable, "-m", "service.cli"]
+
+
+def hwnas(argv: list[str], env: dict[str, str], *, capture: bool = False) -> str:
+    """Run the hwnas CLI; its output when ``capture``."""
+    done = subprocess.run(
+        [*HWNAS, *argv], env=env, cwd=ROOT, text=True, capture_output=capture, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"hwnas {' '.join(argv)} failed ({done.returncode}): {done.stderr}")
+    return done.stdout or ""
+
+
 def demo_token(admin: httpx.Client) -> str:
     """The ``demo`` account's new token (the account is created on the first run)."""
     r = admin.post("/v1/users", json={"name": "demo"})
@@ -70,35 +81,6 @@ def demo_token(admin: httpx.Client) -> str:
     r = admin.post(f"/v1/users/{user_id}/tokens", json={"name": "make demo", "expires_in_days": 1})
     r.raise_for_status()
     return str(r.json()["token"])
-
-
-def follow(client: httpx.Client, job_id: int) -> dict:
-    budget = client.get(f"/v1/jobs/{job_id}").json()["progress"]["budget"]
-    cols = (
-        TextColumn("[bold]trials"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
-    with Progress(*cols, console=console) as bar:
-        task = bar.add_task("trials", total=budget, info="")
-        t0 = time.monotonic()
-        while True:
-            job = client.get(f"/v1/jobs/{job_id}").json()
-            p = job["progress"]
-            best = f"{p['best_accuracy']:.3f}" if p["best_accuracy"] is not None else "-"
-            bar.update(
-                task,
-                completed=p["trials_complete"],
-                info=f"best val acc {best}  failed {p['trials_failed']}  [{job['status']}]",
-            )
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                return job
-            if time.monotonic() - t0 > DEADLINE_S:
-                client.post(f"/v1/jobs/{job_id}/cancel")
-                raise SystemExit(f"job {job_id} did not finish within {DEADLINE_S} s; cancelled")
-            time.sleep(2)
 
 
 def show_pareto(points: list[dict]) -> None:
@@ -165,30 +147,39 @@ def main() -> int:
         token = demo_token(admin)
         admin.close()
         console.print("created a token for the account 'demo' (POST /v1/users/{id}/tokens)")
-        auth = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=base, timeout=60, headers=auth) as client:
-            spec = json.loads(JOB_FILE.read_text())
-            r = client.post("/v1/jobs", json=spec)
-            r.raise_for_status()
-            job_id = r.json()["id"]
-            console.print(
-                f"submitted job {job_id} ({JOB_FILE.name}): {spec['budget']['trials']} trials "
-                f"of {spec['space']} on {spec['dataset']} for {spec['profiles']}"
+        # the rest as a user does it from any host: the hwnas CLI, with the URL and token in
+        # the environment
+        cli_env = {**os.environ, "HWNAS_URL": base, "HWNAS_TOKEN": token}
+        spec = json.loads(JOB_FILE.read_text())
+        job_id = int(hwnas(["submit", str(JOB_FILE)], cli_env, capture=True).strip())
+        console.print(
+            f"hwnas submit {JOB_FILE.name}: job {job_id}, {spec['budget']['trials']} trials "
+            f"of {spec['space']} on {spec['dataset']} for {spec['profiles']}; hwnas watch {job_id}:"
+        )
+        try:  # the progress bar: each running trial's stage and the ETA
+            watched = subprocess.run(
+                [*HWNAS, "watch", str(job_id)], env=cli_env, cwd=ROOT, timeout=DEADLINE_S
             )
-            job = follow(client, job_id)
-            if job["status"] != "succeeded":
+        except subprocess.TimeoutExpired:
+            httpx.post(
+                f"{base}/v1/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {token}"}
+            )
+            raise SystemExit(
+                f"job {job_id} did not finish within {DEADLINE_S} s; cancelled"
+            ) from None
+        with httpx.Client(
+            base_url=base, timeout=60, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            if watched.returncode != 0 or job["status"] != "succeeded":
                 raise SystemExit(f"job {job_id} ended {job['status']}: {job['error']}")
             pareto = client.get(f"/v1/jobs/{job_id}/pareto").json()["data"]
             show_pareto(pareto)
             best = client.get(f"/v1/jobs/{job_id}/best", params={"by": "accuracy"}).json()
-            r = client.get(f"/v1/models/{best['model_id']}")
-            r.raise_for_status()
-            bundle = OUT / f"model-{best['model_id']}"
-            zipfile.ZipFile(io.BytesIO(r.content)).extractall(bundle)
-            console.print(
-                f"downloaded model {best['model_id']} (trial {best['trial']}) to {bundle}: "
-                f"{sorted(p.name for p in bundle.iterdir())}"
-            )
+        bundle = OUT / f"model-{best['model_id']}"
+        pulled = hwnas(["pull", best["model_id"], "-o", str(bundle)], cli_env, capture=True)
+        console.print(f"hwnas pull {best['model_id']} (trial {best['trial']}): {pulled.strip()}")
+        console.print(f"the report: {base}/v1/jobs/{job_id}/report.html (with the token)")
     finally:
         proc.terminate()
         try:

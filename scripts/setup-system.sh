@@ -6,6 +6,7 @@
 #   gcc-aarch64-linux-gnu, binutils-aarch64-linux-gnu, libc6-dev-arm64-cross (crti.o, libc)
 #                         cross-compile models for the ARM profiles (arm/rasp4b64, arm/rasp5)
 #   dataset-fashion-mnist Fashion-MNIST at /usr/share/datasets/fashion-mnist
+#   chromium              the job report's test opens report.html in headless Chromium
 set -euo pipefail
 need=()
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
@@ -16,6 +17,7 @@ command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu
 command -v aarch64-linux-gnu-readelf >/dev/null 2>&1 || need+=(binutils-aarch64-linux-gnu)
 [ -f /usr/aarch64-linux-gnu/lib/crti.o ] || need+=(libc6-dev-arm64-cross)
 [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need+=(dataset-fashion-mnist)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
