@@ -36,13 +36,17 @@ def test_submit_list_get(client: TestClient) -> None:
         "trials_failed": 0,
         "budget": DEMO["budget"]["trials"],
         "best_accuracy": None,
+        "trials_running": [],
+        "eta_s": None,
+        "eta": None,
     }
     assert job["spec"]["objectives"] == ["accuracy", "latency@x86/local", "size"]
     listed = client.get("/v1/jobs").json()
     assert listed["count"] == 1 and listed["data"][0]["id"] == job["id"]
     got = client.get(f"/v1/jobs/{job['id']}").json()
     assert got["study_name"] == f"job-{job['id']}"
-    assert client.get(f"/v1/jobs/{job['id']}/trials").json() == {"data": [], "count": 0}
+    trials = client.get(f"/v1/jobs/{job['id']}/trials").json()
+    assert (trials["data"], trials["count"], trials["next_skip"]) == ([], 0, None)
     assert client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"] == []
 
 
