@@ -35,9 +35,16 @@ _WHY = {
 }
 
 
-def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` of a route: every status it can answer besides success and 422."""
-    return {c: {"model": ErrorPublic, "description": _WHY[c]} for c in (401, *codes)}
+def responses(*codes: int, json_route: bool = True) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: every status it can answer besides success and 422.
+
+    A route whose success is not JSON (HTML, text, a stream) passes ``json_route=False``:
+    FastAPI would otherwise document its JSON errors under the route's own media type.
+    """
+    if json_route:
+        return {c: {"model": ErrorPublic, "description": _WHY[c]} for c in (401, *codes)}
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}}
+    return {c: {"description": _WHY[c], "content": body} for c in (401, *codes)}
 
 
 def not_found(what: str) -> HTTPException:

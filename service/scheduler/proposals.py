@@ -14,6 +14,7 @@ and the job ends with what it has.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -39,6 +40,20 @@ class SamplingError(RuntimeError):
     def __init__(self, trial: optuna.trial.Trial, cause: Exception) -> None:
         super().__init__(f"sampling failed: {type(cause).__name__}: {cause}")
         self.trial = trial
+
+
+class _Pinned:
+    """The trial as the space sees it: a pinned parameter's choices include its pinned value, so
+    a job may pin a value its overrides (or the defaults) leave out. The choices are the same
+    in every trial of the job, so each parameter keeps one distribution."""
+
+    def __init__(self, trial: optuna.trial.Trial, fixed: dict[str, Any]) -> None:
+        self.trial, self.fixed = trial, fixed
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        if name in self.fixed and self.fixed[name] not in choices:
+            choices = (*choices, self.fixed[name])
+        return self.trial.suggest_categorical(name, choices)
 
 
 class Proposer:
@@ -110,8 +125,9 @@ class Proposer:
             )
         try:
             trial = study.ask()
+            pinned = _Pinned(trial, self.fixed_params)
             try:
-                cand = sample_flat(self.space, trial) if self.flat else self.space.sample(trial)
+                cand = sample_flat(self.space, pinned) if self.flat else self.space.sample(pinned)
             except Exception as e:
                 raise SamplingError(trial, e) from e
             return trial, cand

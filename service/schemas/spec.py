@@ -230,8 +230,8 @@ class JobSpec(BaseModel):
     fixed_params: dict[str, int | float | str] = Field(
         default_factory=dict,
         description="search parameters pinned to one value (e.g. search only the compression "
-        "of a chosen architecture); a value must be among its dimension's choices (the "
-        "default ones, or those space_overrides gives)",
+        "of a chosen architecture): any value its dimension allows, inside or outside the "
+        "choices the job searches",
         examples=[{"family": "cnn", "cnn.depth": 2}],
     )
     warm_start_from: Annotated[int, Field(ge=1, le=MAX_ID), INTEGRAL] | None = Field(
@@ -328,8 +328,7 @@ class JobSpec(BaseModel):
             return v
         space, granularity = info.data["space"], info.data["granularity"]
         pinnable = fixed_param_dimensions(space, granularity)
-        defaults = {d.name: d.default for d in get_space(space).dimensions()}
-        overrides = info.data.get("space_overrides", {})
+        allowed = {d.name: d.allowed for d in get_space(space).dimensions()}
         for key, value in v.items():
             dim = pinnable.get(key)
             if dim is None:
@@ -337,11 +336,10 @@ class JobSpec(BaseModel):
                     f"{key!r} is not a parameter of {space} at granularity {granularity!r} "
                     "(GET /v1/spaces lists them)"
                 )
-            choices = overrides.get(dim, defaults[dim])
-            if not any(_same(value, c) for c in choices):
+            if not any(_same(value, c) for c in allowed[dim]):
                 raise ValueError(
-                    f"fixed_params.{key}: {value!r} is not among the choices of {dim} "
-                    f"{list(choices)} (widen them with space_overrides.{dim})"
+                    f"fixed_params.{key}: {value!r} is not allowed for {dim}; "
+                    f"choose from {list(allowed[dim])}"
                 )
         return v
 

@@ -5,7 +5,7 @@ What is stated: the built-in dataset names and the upload-name pattern, the know
 profiles and objectives, the constraint grammar (:func:`service.schemas.constraints.grammar`),
 and per space (and granularity, where it changes the parameter names) its overrides and the
 parameters ``fixed_params`` may pin. What JSON Schema cannot state is left to the validators and
-their 422: a pinned value outside choices that ``space_overrides`` narrowed.
+their 422 (none left for a request that follows the schema).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _variants(space: str) -> list[dict[str, Any]]:
 
     cls = get_space(space)
     overrides = cls.describe()["overrides_schema"]
-    defaults = {d.name: list(d.default) for d in cls.dimensions()}
+    allowed = {d.name: list(d.allowed) for d in cls.dimensions()}
     pinnable = {g: fixed_param_dimensions(space, g) for g in ("stage", "block")}
     groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
     for g, dims in pinnable.items():
@@ -58,7 +58,7 @@ def _variants(space: str) -> list[dict[str, Any]]:
         fixed = {
             "type": "object",
             "additionalProperties": False,
-            "properties": {gene: {"enum": defaults[dim]} for gene, dim in pairs},
+            "properties": {gene: {"enum": allowed[dim]} for gene, dim in pairs},
         }
         variant: dict[str, Any] = {
             "type": "object",

@@ -181,19 +181,25 @@ def test_a_space_that_cannot_sample_fails_the_job_instead_of_spinning(
         assert job is not None and job.trials_failed == 2 and "max_failed" in (job.error or "")
 
 
-def test_tpe_with_pinned_architecture(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("width", [64, 16], ids=["in-the-choices", "outside-the-overrides"])
+def test_tpe_with_pinned_architecture(db_url: str, tmp_path: Path, width: int) -> None:
+    """A pinned value runs whether or not the job's choices hold it (16 is allowed for width,
+    but the overrides search [32, 64]): pinning is how a user fixes what the search leaves."""
     spec = {
         **BASE,
         "sampler": "tpe",
-        "fixed_params": {"depth": 1, "layer0.width": 64},
+        "fixed_params": {"depth": 1, "layer0.width": width},
         "objectives": ["accuracy", "bitops"],
     }
     job_id = submit(db_url, spec)
     assert _run(db_url, tmp_path, job_id) == JobStatus.succeeded
     study = load_study(db_url, job_id)
     assert study.metric_names == ["accuracy", "bitops"]
-    for t in study.get_trials(states=(OptunaState.COMPLETE,)):
-        assert t.params["layer0.width"] == 64
+    complete = study.get_trials(states=(OptunaState.COMPLETE,))
+    assert len(complete) == 2
+    for t in complete:
+        assert t.params["layer0.width"] == width
+        assert t.user_attrs["candidate"]["stages"][0]["width"] == width
         assert t.values[1] > 0
 
 
@@ -208,7 +214,7 @@ def test_tpe_with_pinned_architecture(db_url: str, tmp_path: Path) -> None:
         ({"constraints": ["accuracy >= 2"]}, "accuracy bound must lie in [0, 1]"),
         (
             {"fixed_params": {"layer0.width": 7}},
-            "fixed_params.layer0.width: 7 is not among the choices of width",
+            "fixed_params.layer0.width: 7 is not allowed for width",
         ),
         ({"fixed_params": {"nonsense": 1}}, "'nonsense' is not a parameter"),
         ({"sampler": "cmaes"}, "sampler"),

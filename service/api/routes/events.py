@@ -39,7 +39,24 @@ _ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 _STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "text/event-stream: `job`, `trial` and `end` events (module docs)",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event (OpenAPI 3.1: the schema of a stream's items)
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"type": "string", "enum": ["job", "trial", "end"]},
+                        "id": {"type": "string", "pattern": "^[0-9]+$"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "description": "job: the job as GET /v1/jobs/{id} shows it; trial: "
+                            "{trial, state, stage}; end: {id, status}",
+                        },
+                    },
+                }
+            }
+        },
     }
 }
 
@@ -107,7 +124,9 @@ async def _stream(
 
 
 @router.get(
-    "/{job_id}/events", response_class=StreamingResponse, responses={**_STREAM, **responses(404)}
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={**_STREAM, **responses(404, json_route=False)},
 )
 def job_events(
     job_id: JobId,

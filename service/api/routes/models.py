@@ -29,7 +29,7 @@ _ZIP: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/{model_id}",
     response_class=Response,
-    responses={**_ZIP, **responses(404)},
+    responses={**_ZIP, **responses(404, json_route=False)},
 )
 def download_model(
     model_id: Annotated[str, PathParam(pattern=MODEL_ID, description="'<job id>-<trial number>'")],

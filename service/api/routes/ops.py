@@ -60,7 +60,11 @@ _METRICS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses={**_METRICS, **responses(403)})
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={**_METRICS, **responses(403, json_route=False)},
+)
 def metrics(session: SessionDep, settings: SettingsDep, admin: AdminUser) -> PlainTextResponse:
     """Service metrics in Prometheus format (admin token: they cover every account)."""
     out = _Text()

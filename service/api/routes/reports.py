@@ -29,7 +29,11 @@ _HTML: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/{job_id}/report.png", response_class=Response, responses={**_PNG, **responses(404)})
+@router.get(
+    "/{job_id}/report.png",
+    response_class=Response,
+    responses={**_PNG, **responses(404, json_route=False)},
+)
 def report_png(
     job_id: JobId, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> Response:
@@ -40,7 +44,9 @@ def report_png(
 
 
 @router.get(
-    "/{job_id}/report.html", response_class=HTMLResponse, responses={**_HTML, **responses(404)}
+    "/{job_id}/report.html",
+    response_class=HTMLResponse,
+    responses={**_HTML, **responses(404, json_route=False)},
 )
 def report_page(
     job_id: JobId, session: SessionDep, settings: SettingsDep, user: CurrentUser
