@@ -54,7 +54,7 @@ bench-search-table: setup  ## grow the table of real evaluations behind bench-se
 	$(PY) bench/search_table.py --table $(TABLE) --rows $(ROWS)
 
 bench-service: setup  ## 100 concurrent submits + 1000 concurrent reads, 4 schedulers, SQLite and PostgreSQL (~5 min)
-	bash scripts/with-postgres.sh $(PY) bench/service.py --out bench/results
+	bash scripts/with-postgres.sh $(PY) bench/load.py --out bench/results
 
 bench-fidelity: setup  ## demo + Fashion-MNIST jobs, every Pareto bundle re-measured without hwnas (~60 min)
 	$(PY) bench/fidelity.py --out bench/results

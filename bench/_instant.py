@@ -22,6 +22,11 @@ from service.settings import get_settings
 from workers.records import EvalRequest, EvalResult, Metrics, VerifyRequest, VerifyResult
 
 
+class _Handle:
+    def __init__(self, request: EvalRequest) -> None:
+        self.request = request
+
+
 class InstantExecutor:
     """Ray's submit / wait / result surface; every evaluation is done when asked for."""
 
@@ -30,14 +35,14 @@ class InstantExecutor:
     def capacity_for(self, gpus: float) -> int:
         return self.capacity
 
-    def submit(self, request: EvalRequest) -> EvalRequest:
-        return request
+    def submit(self, request: EvalRequest) -> _Handle:
+        return _Handle(request)
 
     def wait(self, handles: list[Any], timeout_s: float) -> list[Any]:
         return list(handles)
 
-    def result(self, handle: EvalRequest) -> EvalResult:
-        digest = hashlib.sha256(handle.candidate.model_dump_json().encode()).digest()
+    def result(self, handle: _Handle) -> EvalResult:
+        digest = hashlib.sha256(handle.request.candidate.model_dump_json().encode()).digest()
         return EvalResult(
             prefiltered=False,
             metrics=Metrics(

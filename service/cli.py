@@ -21,7 +21,15 @@ def _serve_api(host: str, port: int) -> None:
 
     from service.main import create_app
 
-    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="warning")
+    # a stop (SIGTERM) waits for requests in flight at most 10 s: an event stream or a request
+    # stuck behind a busy database must not keep the process alive
+    uvicorn.run(
+        create_app(get_settings()),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
 
 
 def cmd_api(args: argparse.Namespace) -> int:

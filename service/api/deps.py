@@ -28,7 +28,17 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session closes (its connection back to the pool) as soon as the route
+# returns, not after the response is serialized, which for a sync route waits for a free
+# thread: under a burst, connections held across that wait exhausted the pool (measured).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def release(session: Session) -> None:
+    """End the session's transaction, so its connection goes back to the pool before slow work
+    on another pool (Optuna's storage): a thread never holds two connections at once."""
+    session.commit()
+
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -53,6 +63,9 @@ def current_user(
             headers=_UNAUTHORIZED,
         )
     user = authenticate(session=session, secret=credentials.credentials, settings=settings)
+    # the connection goes back to the pool while the request waits for a thread to run its
+    # route (else a burst of requests holds every connection and waits)
+    release(session)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -86,6 +87,12 @@ def install(app: FastAPI) -> None:
         log.error("error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
         body = ErrorPublic(detail="internal error (logged on the server)", error_id=error_id)
         return JSONResponse(body.model_dump(), status_code=500)
+
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def _busy(request: Request, exc: sqlalchemy.exc.TimeoutError) -> JSONResponse:
+        log.warning("database pool exhausted on %s %s: %s", request.method, request.url.path, exc)
+        body = ErrorPublic(detail="the service is busy (no database connection free): retry")
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

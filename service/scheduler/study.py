@@ -14,9 +14,11 @@ from service.schemas import JobSpec
 @cache
 def get_storage(url: str) -> optuna.storages.RDBStorage:
     """One RDBStorage per URL and process (two processes creating it on a fresh DB race)."""
-    kwargs: dict[str, Any] = {}
+    # room for every API thread (Optuna's default pool of 5 + 10 starved a burst of /pareto
+    # reads), 5 kept open when idle
+    kwargs: dict[str, Any] = {"pool_size": 5, "max_overflow": 35, "pool_timeout": 30}
     if url.startswith("sqlite"):
-        kwargs = {"connect_args": {"timeout": 30}}
+        kwargs["connect_args"] = {"timeout": 30}
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 

@@ -9,12 +9,13 @@ from sqlalchemy import func, select
 
 from service.api.deps import CurrentUser, SessionDep
 from service.api.errors import responses
+from service.api.routing import ReleasingRoute
 from service.db.models import AuditEvent
 from service.schemas import AuditEventPublic, AuditPublic
 from service.schemas.accounts import USER_NAME
 from service.schemas.spec import MAX_ID
 
-router = APIRouter(prefix="/v1/audit", tags=["accounts"])
+router = APIRouter(prefix="/v1/audit", tags=["accounts"], route_class=ReleasingRoute)
 
 
 @router.get("", responses=responses())

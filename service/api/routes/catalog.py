@@ -11,8 +11,9 @@ from hw_profiles import list_profiles
 from search_spaces import get_space, list_spaces
 from service.api.deps import CurrentUser, SessionDep
 from service.api.errors import responses
+from service.api.routing import ReleasingRoute
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(tags=["catalog"], route_class=ReleasingRoute)
 
 
 @router.get("/v1/profiles", responses=responses())

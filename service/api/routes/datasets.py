@@ -25,13 +25,14 @@ from service.api.errors import (
     not_found,
     responses,
 )
+from service.api.routing import ReleasingRoute
 from service.db import accounts, uploads
 from service.db.models import ACTIVE, Dataset, Job, User
 from service.schemas.pages import Page
 from service.schemas.spec import MAX_ID
 from workers.data import DatasetFormatError, DatasetTooLargeError, list_datasets
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=ReleasingRoute)
 NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 

@@ -28,11 +28,12 @@ from service.api.deps import CurrentUser, SessionDep, SettingsDep
 from service.api.errors import responses
 from service.api.progress import job_progress, trial_stage
 from service.api.routes.jobs import JobId, job_or_404, to_public
+from service.api.routing import ReleasingRoute
 from service.db.models import Job, JobStatus, Trial, TrialState, User
 from service.db.session import get_sessionmaker
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=ReleasingRoute)
 POLL_S = 1.0
 KEEPALIVE_S = 15.0
 _ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)

@@ -15,11 +15,12 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of
+from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of, release
 from service.api.errors import conflict, forbidden, invalid, not_found, responses
 from service.api.pareto import pareto_points
 from service.api.progress import job_progress, trial_stage
 from service.api.report import job_report
+from service.api.routing import ReleasingRoute
 from service.db import accounts, crud
 from service.db.models import Job, JobStatus, Trial, TrialState, User, utcnow
 from service.retention import forget_job_files
@@ -40,7 +41,7 @@ from service.schemas.jobs import TrialStage
 from service.schemas.spec import MAX_ID, PRINTABLE
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=ReleasingRoute)
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="the job's id")]
 Skip = Annotated[int, Query(ge=0, le=MAX_ID)]
 RATE_WINDOW_S = 60.0
@@ -383,6 +384,7 @@ def cost_report(session: SessionDep, settings: Settings, job_id: int) -> JobRepo
 
     rows, _ = crud.list_trials(session=session, job_id=job_id, skip=0, limit=1_000_000)
     report = job_report(job_id, rows)
+    release(session)
     try:
         report.verification = load_study(settings.database_url, job_id).user_attrs.get(
             "verification"
@@ -447,7 +449,9 @@ def get_pareto(
 ) -> ParetoPublic:
     """Feasible non-dominated trained trials; latency verified from the shipped library after
     the job where it was (accuracy: validation objective; test accuracy beside it)."""
-    return _pareto(job_or_404(session, job_id, user), settings)
+    job = job_or_404(session, job_id, user)
+    release(session)
+    return _pareto(job, settings)
 
 
 @router.get("/{job_id}/best", responses=responses(404))
@@ -459,7 +463,9 @@ def get_best(
     by: Literal["accuracy", "size", "latency"] = "accuracy",
 ) -> ParetoPoint:
     """The Pareto point that is best by one criterion (highest accuracy, smallest, fastest)."""
-    front = _pareto(job_or_404(session, job_id, user), settings).data
+    job = job_or_404(session, job_id, user)
+    release(session)
+    front = _pareto(job, settings).data
     if not front:
         raise not_found(f"job {job_id} has no complete trials yet: a best point")
     if by == "accuracy":

@@ -12,10 +12,11 @@ from fastapi import Path as PathParam
 
 from service.api.deps import CurrentUser, SessionDep, SettingsDep
 from service.api.errors import not_found, responses
+from service.api.routing import ReleasingRoute
 from service.db import crud
 from service.schemas.spec import MAX_ID
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=ReleasingRoute)
 MODEL_ID = r"^[0-9]{1,10}-[0-9]{1,10}$"
 _ZIP: dict[int | str, dict[str, Any]] = {
     200: {

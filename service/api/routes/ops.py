@@ -18,9 +18,10 @@ from sqlalchemy import func, select, text
 
 from service.api.deps import AdminUser, SessionDep, SettingsDep
 from service.api.errors import responses
+from service.api.routing import ReleasingRoute
 from service.db.models import Job, JobStatus, SchedulerPresence, Trial, TrialState, utcnow
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=ReleasingRoute)
 RATE_WINDOW_MIN = 5
 _COSTS = (
     "train_s",

@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 
-from service.api.deps import CurrentUser, SessionDep, SettingsDep
+from service.api.deps import CurrentUser, SessionDep, SettingsDep, release
 from service.api.errors import responses
 from service.api.pareto import pareto_points
 from service.api.report_page import front_png, report_html
 from service.api.routes.jobs import JobId, cost_report, job_front, job_or_404, public_job
+from service.api.routing import ReleasingRoute
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=ReleasingRoute)
 _PNG: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the Pareto front per objective pair",
@@ -39,6 +40,7 @@ def report_png(
 ) -> Response:
     """The job's Pareto front per objective pair as a PNG (infeasible points marked)."""
     job = job_or_404(session, job_id, user)
+    release(session)
     study, scoring, points = job_front(job, settings)
     return Response(front_png(study, scoring, points), media_type="image/png")
 
@@ -53,6 +55,7 @@ def report_page(
 ) -> HTMLResponse:
     """The job's report: the front per objective pair, its points, cost and cache figures."""
     job = job_or_404(session, job_id, user)
+    release(session)
     study, scoring, points = job_front(job, settings)
     table = [p.model_dump(mode="json") for p in pareto_points(points, scoring.metric_names)]
     page = report_html(

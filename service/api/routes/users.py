@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from service.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, client_of
 from service.api.errors import conflict, not_found, responses
+from service.api.routing import ReleasingRoute
 from service.db import accounts
 from service.db.models import ApiToken, User, utcnow
 from service.schemas import (
@@ -30,7 +31,7 @@ from service.schemas import (
 from service.schemas.spec import MAX_ID
 from service.settings import Settings
 
-router = APIRouter(tags=["accounts"])
+router = APIRouter(tags=["accounts"], route_class=ReleasingRoute)
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
 

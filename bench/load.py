@@ -238,9 +238,10 @@ def run_backend(name: str, url: str, work: Path, deadline_s: float) -> dict[str,
             p.terminate()
         for p in procs:
             try:
-                p.wait(timeout=60)
+                p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
     claimed = [int(x) for f in claims if f.exists() for x in f.read_text().split()]
     per_job = collections.Counter(claimed)
     double = sorted(j for j, n in per_job.items() if n > 1)
@@ -263,6 +264,7 @@ def run_backend(name: str, url: str, work: Path, deadline_s: float) -> dict[str,
         },
         "submit_phase_s": round(phases["submit_s"], 2),
         "read_phase_s": round(phases["read_s"], 2),
+        "reads_per_s": round(READS / phases["read_s"], 1),  # the queue behind the p50 / p99
         "readyz_while_running": ready,
         "error_samples": errors[:10],
     }
