@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     install(logging.DEBUG if args.verbose else logging.INFO)
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the remote commands' every request
     result: int = args.fn(args)
     return result
 
