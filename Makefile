@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression \
-	bench-probes bench-search bench-search-table bench-fidelity bench-service tune-profile
+	bench-probes bench-search bench-search-table bench-fidelity bench-service bench-faults tune-profile
 
 $(STAMP): pyproject.toml
 	bash scripts/setup-system.sh
@@ -55,6 +55,9 @@ bench-search-table: setup  ## grow the table of real evaluations behind bench-se
 
 bench-service: setup  ## 100 concurrent submits + 1000 concurrent reads, 4 schedulers, SQLite and PostgreSQL (~5 min)
 	bash scripts/with-postgres.sh $(PY) bench/load.py --out bench/results
+
+bench-faults: setup  ## every fault kind of tests/faults on a tiny real job -> bench/results/faults.json (~12 min)
+	bash scripts/with-postgres.sh $(PY) bench/faults.py --out bench/results
 
 bench-fidelity: setup  ## demo + Fashion-MNIST jobs, every Pareto bundle re-measured without hwnas (~60 min)
 	$(PY) bench/fidelity.py --out bench/results

@@ -12,5 +12,6 @@ cleanup() { "$here/pg-private.sh" stop "$dir" >/dev/null 2>&1 || true; rm -rf "$
 trap cleanup EXIT
 HWNAS_TEST_PG=$("$here/pg-private.sh" start "$dir" "$port" 2>"$dir.log" | tail -1)
 export HWNAS_TEST_PG
+export HWNAS_TEST_PG_DIR="$dir"
 echo "private PostgreSQL for tests: $HWNAS_TEST_PG" >&2
 "$@"

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from search_spaces import Candidate
-from workers import progress
+from workers import faults, progress
 from workers.bundle_check import accuracy_ci95, score_files
 from workers.compress import write_packed
 from workers.compress.pack import packed_size
@@ -156,6 +156,7 @@ def _evaluate(req: EvalRequest) -> EvalResult:
     clock.lap("parent")
 
     progress.report("compressing")
+    faults.point("mid_train")
     child, info = compress(parent, data.train, recipe)
     clock.lap("compress")
     progress.report("evaluating")
@@ -234,6 +235,7 @@ def _export(
 ) -> dict[str, FileScore]:
     """The downloadable bundle: TorchScript, ONNX, the card; each file scored on test."""
     export_torchscript(child, example, bundle / "model.pt")
+    faults.point("mid_export")
     export_onnx(child, example, bundle / "model.onnx")
     tvm_files = {name: tvm_file(name) for name in req.profiles}
     assert metrics.test_accuracy is not None

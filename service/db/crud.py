@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, select
+from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import ACTIVE, Job, JobStatus, Trial, TrialState, User, utcnow
 from service.schemas import JobSpec
+
+ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 def create_job(*, session: Session, job_in: JobSpec, owner_id: int, commit: bool = True) -> Job:
@@ -88,16 +90,31 @@ def get_trial(*, session: Session, job_id: int, number: int) -> Trial | None:
     return session.scalar(select(Trial).where(Trial.job_id == job_id, Trial.number == number))
 
 
-def request_cancel(*, session: Session, job: Job) -> Job:
-    """Cancel a queued job at once; ask a running one to stop (its scheduler ends it)."""
-    if job.status == JobStatus.queued:
-        job.status = JobStatus.cancelled
-        job.finished_at = utcnow()
-    elif job.status == JobStatus.running:
-        job.status = JobStatus.cancelling
+def request_cancel(*, session: Session, job: Job) -> bool:
+    """Cancel a queued job at once; ask a running one to stop (its scheduler ends it).
+
+    Conditional statements (``WHERE status = ...``): a cancel racing a claim either cancels the
+    queued job or, once it is claimed, asks its scheduler to stop; it is never overwritten.
+    Returns False when the job had ended (nothing changed); ``job`` is refreshed either way.
+    """
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, finished_at=utcnow())
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if done is None:
+        done = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.running)
+            .values(status=JobStatus.cancelling)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
     session.commit()
     session.refresh(job)
-    return job
+    return done is not None or job.status == JobStatus.cancelling
 
 
 def grown_spec(job: Job, trials: int, tune_s: float) -> JobSpec:
@@ -122,14 +139,29 @@ def extend_job(*, session: Session, job: Job, trials: int, tune_s: float) -> Job
         pydantic.ValidationError: see :func:`grown_spec`; nothing is changed then.
     """
     spec = grown_spec(job, trials, tune_s)
-    job.spec = spec.model_dump(mode="json")  # a new dict: JSON columns track assignment
-    job.status = JobStatus.queued
-    job.error = None
-    job.finished_at = None
-    job.worker_id = None
+    # conditional: a job that a late writer or another request moved on is not reopened
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_(ENDED))
+        .values(
+            spec=spec.model_dump(mode="json"),
+            status=JobStatus.queued,
+            error=None,
+            finished_at=None,
+            worker_id=None,
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
     session.commit()
     session.refresh(job)
+    if done is None:
+        raise JobMovedOn(f"job {job.id} is {job.status.value}: only an ended job can be extended")
     return job
+
+
+class JobMovedOn(RuntimeError):
+    """A conditional transition found the job in another state than the one it requires."""
 
 
 def update_job(*, session: Session, job_id: int, **values: Any) -> None:
@@ -150,9 +182,8 @@ def delete_ended_job(*, session: Session, job_id: int) -> bool:
     """Delete job ``job_id`` and its trial rows if it has ended, in one conditional statement
     (a job a scheduler claims meanwhile is left alone). Returns whether it was deleted; the
     caller commits."""
-    ended = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
     gone = session.execute(
-        delete(Job).where(Job.id == job_id, Job.status.in_(ended)).returning(Job.id)
+        delete(Job).where(Job.id == job_id, Job.status.in_(ENDED)).returning(Job.id)
     ).scalar_one_or_none()
     if gone is None:
         return False

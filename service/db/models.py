@@ -135,6 +135,9 @@ class Job(Base):
     study_name: Mapped[str | None] = mapped_column(String(200), default=None)
     worker_id: Mapped[str | None] = mapped_column(String(200), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # the claim's generation: each claim adds one, and every write of the job's rows and study
+    # is conditioned on the claimant's (service.scheduler.fence)
+    lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text, default=None)
     trials_complete: Mapped[int] = mapped_column(Integer, default=0)
     trials_failed: Mapped[int] = mapped_column(Integer, default=0)

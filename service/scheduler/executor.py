@@ -12,6 +12,7 @@ from workers.records import EvalRequest, EvalResult, VerifyRequest, VerifyResult
 
 log = logging.getLogger(__name__)
 Task = Callable[[dict[str, Any]], Any]  # EvalRequest as JSON -> EvalResult as JSON
+RESULT_TIMEOUT_S = 300.0  # fetching a ready result (an object the node must still send)
 
 
 class RayExecutor:
@@ -53,6 +54,15 @@ class RayExecutor:
             "OMP_NUM_THREADS": str(settings.worker_threads),
             "RAY_USAGE_STATS_ENABLED": "0",
         }
+        for k in (
+            "HWNAS_FAULT",
+            "HWNAS_FAULT_DIR",
+            "HWNAS_FAULT_MODE",
+        ):  # the fault-injection suite's points
+            if os.environ.get(k):
+                env[k] = os.environ[k]
+        if "HWNAS_FAULT" in env:
+            env["HWNAS_FAULT_PGID"] = str(os.getpgid(0))
         if not ray.is_initialized():
             if settings.ray_address is None:
                 ray.init(
@@ -81,7 +91,15 @@ class RayExecutor:
         res = self._ray.cluster_resources()  # type: ignore[no-untyped-call]
         k = int(float(res.get("CPU", 1)) // self._cpus)
         if gpus:
-            k = min(k, int(float(res.get("GPU", 0)) // gpus))
+            have = float(res.get("GPU", 0))
+            if have < gpus:  # its trials would wait for a GPU forever
+                from service.scheduler.intake import NoGpuError
+
+                raise NoGpuError(
+                    f"the job probes a CUDA profile, and the Ray cluster has {have:g} GPUs "
+                    f"(each trial needs {gpus:g}): {res}"
+                )
+            k = min(k, int(have // gpus))
         return max(1, min(k, self._max_in_flight or k))
 
     def submit(self, request: EvalRequest) -> Any:
@@ -94,7 +112,8 @@ class RayExecutor:
         return list(ready)
 
     def result(self, handle: Any) -> EvalResult:
-        return EvalResult.model_validate(self._ray.get(handle))
+        # called for a handle ray.wait returned: the timeout only bounds a lost object
+        return EvalResult.model_validate(self._ray.get(handle, timeout=RESULT_TIMEOUT_S))
 
     def verify(self, request: VerifyRequest) -> Any:
         gpus = request.num_gpus
@@ -102,7 +121,7 @@ class RayExecutor:
         return task.remote(request.model_dump(mode="json"))
 
     def verify_result(self, handle: Any) -> VerifyResult:
-        return VerifyResult.model_validate(self._ray.get(handle))
+        return VerifyResult.model_validate(self._ray.get(handle, timeout=RESULT_TIMEOUT_S))
 
     def cancel(self, handle: Any) -> None:
         self._ray.cancel(handle, force=True)

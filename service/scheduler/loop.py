@@ -20,6 +20,7 @@ from service.scheduler.executor import RayExecutor
 from service.scheduler.presence import Presence
 from service.scheduler.study import get_storage
 from service.settings import Settings
+from workers import faults
 
 log = logging.getLogger(__name__)
 MAX_PAUSE_S = 60.0
@@ -58,10 +59,13 @@ def run_scheduler(
                 if job is None:
                     stop.wait(settings.poll_interval_s)
                     continue
-                log.info("running job %s", job.id)
+                log.info("running job %s (lease %d)", job.id, job.lease)
+                faults.point("claim")
                 running[:] = [job.id]
                 try:
-                    status = JobController(settings, executor, job.id, worker_id, stop).run()
+                    status = JobController(
+                        settings, executor, job.id, worker_id, stop, lease=job.lease
+                    ).run()
                 finally:
                     running.clear()
                 log.info("job %s ended: %s", job.id, status)

@@ -1,7 +1,10 @@
-"""The service's trial rows beside Optuna's trials: create, finish, fail, re-queue.
+"""The service's trial rows beside Optuna's trials: create, finish, fail, re-queue, reconcile.
 
 Kept apart from the controller's loop: these are the writes that must agree between the two
-records of a trial (``hwnas_trials`` and Optuna's), including after a crash.
+records of a trial (``hwnas_trials`` and Optuna's), including after a crash. Every write runs
+inside the job's fence (service.scheduler.fence): a scheduler that lost the job's lease writes
+nothing. The job's counters are recounted from the rows, never incremented, so a crash between
+two writes cannot leave them one short.
 """
 
 from __future__ import annotations
@@ -11,21 +14,27 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState as OptunaState
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from service.costs import trial_cost
 from service.db import crud
 from service.db.models import Job, Trial, TrialState, utcnow
+from service.scheduler.fence import Fence
 
 log = logging.getLogger(__name__)
 
+COUNTED_FAILURES = ("error", "deadline")  # fail kinds counted against budget.max_failed
+
 
 class TrialRecords:
-    def __init__(self, sessions: Any, job_id: int) -> None:
-        self.sessions = sessions
+    def __init__(self, fence: Fence, job_id: int) -> None:
+        self.fence = fence
+        self.sessions = fence.sessions
         self.job_id = job_id
 
     def create(self, number: int, candidate: dict[str, Any], digest: str) -> None:
-        with self.sessions() as s:
+        with self.fence.session() as s:
             row = crud.get_trial(session=s, job_id=self.job_id, number=number)
             if row is None:
                 s.add(
@@ -36,19 +45,10 @@ class TrialRecords:
                         candidate_hash=digest,
                     )
                 )
-            s.commit()
 
-    def update(
-        self,
-        number: int,
-        state: TrialState,
-        *,
-        count_complete: bool = False,
-        accuracy: float | None = None,
-        **fields: Any,
-    ) -> None:
-        """Set the row's state and ``fields``; bump the job's counters where asked."""
-        with self.sessions() as s:
+    def update(self, number: int, state: TrialState, **fields: Any) -> None:
+        """Set the row's state and ``fields``; recount the job's counters."""
+        with self.fence.session() as s:
             row = crud.get_trial(session=s, job_id=self.job_id, number=number)
             assert row is not None
             row.state = state
@@ -59,15 +59,8 @@ class TrialRecords:
                     setattr(row, k, v)
             if state != TrialState.running:
                 row.finished_at = utcnow()
-            job = s.get(Job, self.job_id)
-            assert job is not None
-            if count_complete:
-                job.trials_complete += 1
-            if accuracy is not None:
-                job.best_accuracy = (
-                    accuracy if job.best_accuracy is None else max(job.best_accuracy, accuracy)
-                )
-            s.commit()
+            s.flush()
+            self._recount(s)
 
     def bundle_dir(self, number: int) -> str | None:
         with self.sessions() as s:
@@ -76,11 +69,10 @@ class TrialRecords:
 
     def set_verified(self, number: int, verified: dict[str, Any]) -> None:
         """Keep a front point's verified latency on its row."""
-        with self.sessions() as s:
+        with self.fence.session() as s:
             row = crud.get_trial(session=s, job_id=self.job_id, number=number)
             if row is not None:
                 row.verified = verified
-            s.commit()
 
     def fail(
         self,
@@ -91,45 +83,138 @@ class TrialRecords:
         kind: str = "error",
     ) -> None:
         """FAIL ``trial``; ``kind`` "error" (the candidate's fault, counted against
-        max_failed), "device" (a probe device failed), "cancelled" or "interrupted"."""
-        trial.set_user_attr("error", message[:2000])
-        trial.set_user_attr("fail_kind", kind)
-        study.tell(trial, state=OptunaState.FAIL)
+        max_failed), "deadline" (ran past its deadline, counted too), "device" (a probe device
+        failed), "cancelled" or "interrupted"."""
+        with self.fence.session() as s:
+            trial.set_user_attr("error", message[:2000])
+            trial.set_user_attr("fail_kind", kind)
+            study.tell(trial, state=OptunaState.FAIL)
+            self._fail_row(s, trial.number, message, kind)
+
+    def _fail_row(self, s: Session, number: int, message: str, kind: str) -> None:
         state = TrialState.cancelled if kind == "cancelled" else TrialState.failed
-        with self.sessions() as s:
-            row = crud.get_trial(session=s, job_id=self.job_id, number=trial.number)
-            if row is not None:
-                row.state, row.error, row.finished_at = state, message, utcnow()
-            if kind == "error":
-                job = s.get(Job, self.job_id)
-                assert job is not None
-                job.trials_failed += 1
-            s.commit()
+        row = crud.get_trial(session=s, job_id=self.job_id, number=number)
+        if row is not None:
+            row.state, row.error, row.finished_at = state, message, utcnow()
+        job = s.get(Job, self.job_id)
+        assert job is not None
+        if kind in COUNTED_FAILURES:
+            job.trials_failed += 1
 
     def requeue(self, study: optuna.Study, number: int, params: dict[str, Any]) -> None:
         """Enqueue a re-run of trial ``number`` with the same parameters, at most once (a
         trial carrying ``retry_of = number`` already exists after a crash between the two
         writes)."""
-        done = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
-        if number in done:
-            return
-        study.enqueue_trial(params, user_attrs={"retry_of": number})
+        with self.fence.session():
+            done = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+            if number in done:
+                return
+            study.enqueue_trial(params, user_attrs={"retry_of": number})
 
-    def fail_interrupted(self, study: optuna.Study, reason: str) -> int:
-        """Trials left RUNNING by a scheduler that died: re-queue each with the same
-        parameters, then FAIL it with ``reason``. Returns how many."""
+    def fail_interrupted(
+        self, study: optuna.Study, reason: str, *, keep: frozenset[int] = frozenset()
+    ) -> int:
+        """Trials left RUNNING (a scheduler died, a database error cut a write short), except
+        those in ``keep`` (still in flight): re-queue each once with the same parameters, then
+        FAIL it with ``reason``. Returns how many."""
         storage = study._storage
-        stale = study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
+        stale = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
+            if t.number not in keep
+        ]
         for t in stale:
-            self.requeue(study, t.number, t.params)
-            storage.set_trial_user_attr(t._trial_id, "error", reason)
-            storage.set_trial_user_attr(t._trial_id, "fail_kind", "interrupted")
-            storage.set_trial_state_values(t._trial_id, OptunaState.FAIL)
-            with self.sessions() as s:
-                row = crud.get_trial(session=s, job_id=self.job_id, number=t.number)
-                if row is not None:
-                    row.state, row.error, row.finished_at = TrialState.failed, reason, utcnow()
-                s.commit()
+            with self.fence.session() as s:
+                if t.params:  # a trial that crashed before sampling has nothing to re-run
+                    self.requeue(study, t.number, t.params)
+                storage.set_trial_user_attr(t._trial_id, "error", reason)
+                storage.set_trial_user_attr(t._trial_id, "fail_kind", "interrupted")
+                storage.set_trial_state_values(t._trial_id, OptunaState.FAIL)
+                self._fail_row(s, t.number, reason, "interrupted")
         if stale:
             log.info("job %s: %d interrupted trials re-queued", self.job_id, len(stale))
         return len(stale)
+
+    def reconcile(self, study: optuna.Study) -> int:
+        """Make the rows agree with the study after a crash between its write and theirs: a
+        trial the study has finished whose row is missing or still running takes the study's
+        outcome (a COMPLETE one its metrics, latency and bundle), then the job's counters are
+        recounted. Returns how many rows were repaired."""
+        finished = study.get_trials(
+            deepcopy=False, states=(OptunaState.COMPLETE, OptunaState.PRUNED, OptunaState.FAIL)
+        )
+        fixed = 0
+        with self.fence.session() as s:
+            rows = {
+                r.number: r
+                for r in s.scalars(select(Trial).where(Trial.job_id == self.job_id)).all()
+            }
+            for t in finished:
+                row = rows.get(t.number)
+                if row is not None and row.state != TrialState.running:
+                    continue
+                if row is None:
+                    if t.user_attrs.get("fail_kind") == "duplicate":
+                        continue  # refused proposals never had a row
+                    row = Trial(
+                        job_id=self.job_id,
+                        number=t.number,
+                        candidate=t.user_attrs.get("candidate", {}),
+                        candidate_hash=t.user_attrs.get("candidate_hash", ""),
+                    )
+                    s.add(row)
+                _outcome(row, t)
+                fixed += 1
+            s.flush()
+            self._recount(s)
+        if fixed:
+            log.warning("job %s: %d trial rows reconciled with the study", self.job_id, fixed)
+        return fixed
+
+    def _recount(self, s: Session) -> None:
+        job = s.get(Job, self.job_id)
+        assert job is not None
+        job.trials_complete = (
+            s.scalar(
+                select(func.count())
+                .select_from(Trial)
+                .where(Trial.job_id == self.job_id, Trial.state == TrialState.complete)
+            )
+            or 0
+        )
+        accs = s.scalars(
+            select(Trial.metrics).where(
+                Trial.job_id == self.job_id, Trial.state == TrialState.complete
+            )
+        ).all()
+        best = [float(m["accuracy"]) for m in accs if m and m.get("accuracy") is not None]
+        job.best_accuracy = max(best) if best else None
+
+
+def _outcome(row: Trial, t: optuna.trial.FrozenTrial) -> None:
+    """The study's outcome of finished trial ``t``, written to its row."""
+    attrs = t.user_attrs
+    row.finished_at = t.datetime_complete.astimezone() if t.datetime_complete else utcnow()
+    if t.state == OptunaState.FAIL:
+        kind = attrs.get("fail_kind", "error")
+        row.state = TrialState.cancelled if kind == "cancelled" else TrialState.failed
+        row.error = attrs.get("error", "failed")
+        return
+    row.metrics = attrs.get("metrics")
+    row.latency = {
+        k.split("@", 1)[1]: v for k, v in attrs.items() if k.startswith("latency@")
+    } or None
+    if "cost" in attrs:
+        row.timings = attrs["cost"]
+        for k, v in trial_cost(attrs["cost"].get("runs", [])).items():
+            setattr(row, k, v)
+    if t.state == OptunaState.PRUNED:
+        row.state = TrialState.pruned
+    elif attrs.get("prefiltered"):
+        row.state = TrialState.rejected
+        row.error = "pre-filter: " + "; ".join(
+            f"{k!r} broken by {v:.0%}" for k, v in attrs.get("violations", {}).items()
+        )
+    else:
+        row.state = TrialState.complete
+        row.bundle_dir = attrs.get("bundle_dir")

@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 
+from service.db.session import pg_timeouts
 from service.scheduler import samplers
 from service.schemas import JobSpec
 
@@ -19,6 +20,9 @@ def get_storage(url: str) -> optuna.storages.RDBStorage:
     kwargs: dict[str, Any] = {"pool_size": 5, "max_overflow": 35, "pool_timeout": 30}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs["connect_args"] = pg_timeouts(url)
+        kwargs["pool_pre_ping"] = True
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
@@ -26,14 +30,35 @@ def study_name(job_id: int) -> str:
     return f"job-{job_id}"
 
 
-def make_sampler(spec: JobSpec) -> optuna.samplers.BaseSampler:
-    """The job's seeded sampler (see :mod:`service.scheduler.samplers`)."""
+def make_sampler(spec: JobSpec, drawn: int = 0) -> optuna.samplers.BaseSampler:
+    """The job's seeded sampler (see :mod:`service.scheduler.samplers`), for a study that has
+    ``drawn`` trials already."""
     return samplers.build(
         sampler_plan(spec),
-        seed=spec.seed,
+        seed=resume_seed(spec.seed, drawn),
         trials=spec.budget.trials,
         fixed_params=dict(spec.fixed_params),
     )
+
+
+def resume_seed(seed: int, drawn: int) -> int:
+    """The seed of a sampler re-created after ``drawn`` trials: the job's own seed for a new
+    study; for a resumed one a seed derived from both, so the re-created sampler continues
+    with fresh draws instead of replaying its first ones (reproducible: the same history gives
+    the same seed). Model-based samplers (TPE, GP, NSGA-II) re-derive their state from the
+    trials themselves; only their random stream needs this."""
+    if drawn == 0:
+        return seed
+    return (seed * 1_000_003 + drawn * 7_919) % (2**31 - 1)
+
+
+def resume_sampler(study: optuna.Study, spec: JobSpec) -> None:
+    """Give a study loaded with trials the sampler that continues it (see :func:`resume_seed`);
+    the draws it starts from are recorded (study attribute ``sampler_resumed_at``)."""
+    drawn = len(study.get_trials(deepcopy=False))
+    if drawn:
+        study.sampler = make_sampler(spec, drawn)
+        study.set_user_attr("sampler_resumed_at", drawn)
 
 
 def sampler_plan(spec: JobSpec) -> samplers.SamplerPlan:
@@ -68,6 +93,14 @@ def delete_study(url: str, job_id: int) -> bool:
 
 def load_study(url: str, job_id: int) -> optuna.Study:
     return optuna.load_study(study_name=study_name(job_id), storage=get_storage(url))
+
+
+def open_study_if_any(url: str, job_id: int) -> optuna.Study | None:
+    """Job ``job_id``'s study, or None when it has none yet."""
+    try:
+        return load_study(url, job_id)
+    except KeyError:
+        return None
 
 
 def warm_start(study: optuna.Study, url: str, source_job_id: int, limit: int) -> int:

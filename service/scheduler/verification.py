@@ -67,25 +67,30 @@ class FrontVerifier:
             except Exception as e:
                 msg = error_message(e)
                 log.warning("job %s: verification failed: %s", self.c.job_id, msg)
-                study.set_user_attr("verification", {"status": "failed", "error": msg[:2000]})
+                with self.c.fence.session():
+                    study.set_user_attr("verification", {"status": "failed", "error": msg[:2000]})
                 return status
-            for vp in result.points:
-                study.set_user_attr(
-                    f"{VERIFIED_PREFIX}{vp.number}", vp.model_dump(mode="json", exclude={"number"})
-                )
-                self.c.records.set_verified(vp.number, vp.model_dump(mode="json"))
+            with self.c.fence.session():  # the study's writes first, then the rows' (fence)
+                for vp in result.points:
+                    study.set_user_attr(
+                        f"{VERIFIED_PREFIX}{vp.number}",
+                        vp.model_dump(mode="json", exclude={"number"}),
+                    )
+                for vp in result.points:
+                    self.c.records.set_verified(vp.number, vp.model_dump(mode="json"))
             points += len(result.points)
         left = len(self._unverified(study))
-        study.set_user_attr(
-            "verification",
-            {
-                "status": "done" if not left else "incomplete",
-                "rounds": rounds,
-                "points_verified": points,
-                "front_unverified": left,
-                "seconds": round(time.perf_counter() - t0, 2),
-            },
-        )
+        with self.c.fence.session():
+            study.set_user_attr(
+                "verification",
+                {
+                    "status": "done" if not left else "incomplete",
+                    "rounds": rounds,
+                    "points_verified": points,
+                    "front_unverified": left,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                },
+            )
         return status
 
     def _unverified(self, study: optuna.Study) -> list[VerifyPoint]:
@@ -102,7 +107,9 @@ class FrontVerifier:
         """Wait for ``handle``, heartbeating; a status when the job must stop instead."""
         while not self.c.executor.wait([handle], self.c.settings.poll_interval_s):
             with self.c.sessions() as s:
-                now = heartbeat(session=s, job_id=self.c.job_id, worker_id=self.c.worker_id)
+                now = heartbeat(
+                    session=s, job_id=self.c.job_id, worker_id=self.c.worker_id, lease=self.c.lease
+                )
             if now is None:
                 self.c.executor.cancel(handle)
                 return JobStatus.running  # taken over: the new owner finishes the job

@@ -67,6 +67,13 @@ class Budget(BaseModel):
         description="MetaSchedule seconds this job may spend on tasks the shared tuning "
         "database lacks (probes of still-untuned tasks are flagged partial)",
     )
+    trial_deadline_s: float | None = Field(
+        default=None,
+        ge=10,
+        le=604_800,
+        description="a trial still running after this many seconds is cancelled and fails "
+        "(counted against max_failed); default: 1800 s plus twice its tuning share",
+    )
 
 
 class Training(BaseModel):

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from service.db import queue
 from service.db.models import Job, SchedulerPresence, Trial, TrialState, utcnow
 from service.db.session import get_sessionmaker
+from service.scheduler.fence import Fence
 from service.scheduler.records import TrialRecords
 from service.scheduler.study import open_study
 from service.schemas import JobSpec
@@ -161,12 +162,12 @@ def test_running_trials_show_their_stage_and_the_job_an_eta(
         progress.report("training parent epoch", 3, 6)
     with progress.reporting(settings.progress_file(jid, 2)):
         progress.report("tuning tasks", 4, 18, detail="x86/local")
-    records = TrialRecords(get_sessionmaker(db_url), jid)
+    records = TrialRecords(Fence(get_sessionmaker(db_url), jid, "w", None), jid)
     with get_sessionmaker(db_url)() as s:
         row = s.query(Trial).filter_by(job_id=jid, number=0).one()
         row.started_at = utcnow() - timedelta(seconds=60)
         s.commit()
-    records.update(0, TrialState.complete, count_complete=True, accuracy=0.5, timings={"runs": []})
+    records.update(0, TrialState.complete, metrics={"accuracy": 0.5}, timings={"runs": []})
     p = client.get(f"/v1/jobs/{jid}").json()["progress"]
     stages = {t["trial"]: t["text"] for t in p["trials_running"]}
     assert stages == {1: "training parent epoch 3/6", 2: "tuning tasks 4/18 (x86/local)"}
@@ -223,8 +224,8 @@ def test_metrics_and_readiness(client: TestClient, db_url: str) -> None:
             "probe_tasks": [[3, 4]],
         }
     ]
-    records = TrialRecords(get_sessionmaker(db_url), job["id"])
-    records.update(0, TrialState.complete, count_complete=True, timings={"runs": runs})
+    records = TrialRecords(Fence(get_sessionmaker(db_url), job["id"], "w", None), job["id"])
+    records.update(0, TrialState.complete, timings={"runs": runs})
     text = client.get("/metrics").text
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
     assert "# TYPE hwnas_jobs gauge" in text

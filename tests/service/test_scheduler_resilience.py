@@ -70,6 +70,8 @@ def test_an_unreachable_profile_at_claim_fails_the_job_with_the_reason(
 ) -> None:
     monkeypatch.setenv("HWNAS_RPC_TRACKER", "127.0.0.1:9")  # nothing listens on port 9
     job_id = _row(db_url, {**SPEC, "profiles": ["x86/local", "arm/rasp5"]})
+    with get_sessionmaker(db_url)() as s:
+        assert queue.claim_job(session=s, worker_id="t", stale_after_s=60) is not None
     status = JobController(settings_for(db_url, tmp_path), InlineExecutor(set()), job_id, "t").run()
     assert status == JobStatus.failed
     error = _job(db_url, job_id).error or ""

@@ -17,6 +17,7 @@ from service.db.models import Job, JobStatus, TrialState
 from service.db.queue import claim_job
 from service.db.session import get_sessionmaker
 from service.scheduler.controller import JobController
+from service.scheduler.fence import Fence
 from service.scheduler.records import TrialRecords
 from service.scheduler.study import load_study, open_study
 from service.schemas import JobSpec
@@ -131,7 +132,7 @@ def test_interrupted_trials_rerun_once_with_same_params(db_url: str, tmp_path: P
         SpaceContext(input_shape=(1, 8, 8), num_classes=10), job.choices()
     )
     space.sample(orphan)
-    records = TrialRecords(get_sessionmaker(db_url), job_id)
+    records = TrialRecords(Fence(get_sessionmaker(db_url), job_id, "test", None), job_id)
     records.create(orphan.number, {}, "")
     records.requeue(study, orphan.number, orphan.params)  # ... after enqueueing its re-run
     assert _run(db_url, tmp_path, job_id) == JobStatus.succeeded

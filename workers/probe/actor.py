@@ -9,7 +9,9 @@ Outside Ray (tests, scripts) :func:`probe_warm` probes in-process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,16 @@ import torch
 from torch import nn
 
 from hw_profiles import get_profile
-from workers import progress
+from workers import faults, progress
 from workers.probe.core import ProbeOptions, probe
+from workers.probe.errors import ProbeTransientError
 from workers.records import ProbeStats
 
 log = logging.getLogger(__name__)
 NAMESPACE = "hwnas"
+PROBE_TIMEOUT_S = float(os.environ.get("HWNAS_PROBE_TIMEOUT_S") or 3600)
+"""Longest a trial waits for its probe (compile, tuning, timing) before it counts as a device
+failure; the trial's own deadline bounds it too."""
 
 
 class ProbeWorker:
@@ -46,6 +52,7 @@ class ProbeWorker:
         library_path: str | None,
     ) -> ProbeStats:
         self.calls += 1
+        faults.point("mid_probe")
         with progress.reporting(options.progress_path):
             stats = probe(
                 model,
@@ -107,12 +114,26 @@ def probe_warm(
             check_inputs=check_inputs,
             library_path=library_path,
         )
-    actor = get_actor(profile)
-    ref = actor.probe.remote(
-        model, example, options, check_inputs, str(library_path) if library_path else None
-    )
-    try:
-        out: ProbeStats = ray.get(ref)
-    except ray.exceptions.RayTaskError as e:
-        raise e.as_instanceof_cause() from None
-    return out
+    lib = str(library_path) if library_path else None
+    for attempt in (1, 2):
+        actor = get_actor(profile)
+        ref = actor.probe.remote(model, example, options, check_inputs, lib)
+        try:
+            out: ProbeStats = ray.get(ref, timeout=PROBE_TIMEOUT_S)
+            return out
+        except ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(ref)
+            raise ProbeTransientError(
+                f"the probe actor of {profile!r} did not answer within {PROBE_TIMEOUT_S:.0f} s"
+            ) from None
+        except ray.exceptions.RayActorError as e:  # the actor died mid-probe (killed, OOM)
+            if attempt == 2:
+                raise ProbeTransientError(
+                    f"the probe actor of {profile!r} died twice: {str(e).splitlines()[0]}"
+                ) from None
+            log.warning("probe actor of %s died mid-probe; asking a new one", profile)
+            with contextlib.suppress(Exception):
+                ray.kill(actor)  # a dead name is freed for the next get_actor
+    raise AssertionError("unreachable")

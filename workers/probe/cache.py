@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 from workers.probe._locks import flocked
+
+log = logging.getLogger(__name__)
 
 _SCALAR = re.compile(r"R\.const\((-?[0-9.]+(?:e[-+]?[0-9]+)?|-?inf|nan)")
 _PAD_VALUE = re.compile(r"pad_value=[^,)]+")
@@ -61,8 +65,17 @@ class ProbeCache:
     def get(self, key: str) -> dict[str, Any] | None:
         path = self._path(key)
         try:
-            data: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
+            text = path.read_text()
+        except OSError:
+            return None
+        try:
+            data: dict[str, Any] = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"a {type(data).__name__}, not an object")
+        except ValueError as e:  # a torn or damaged entry: dropped, measured again
+            log.warning("probe cache entry %s is corrupt (%s): dropped", path, e)
+            with contextlib.suppress(OSError):
+                path.unlink()
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # last use, for hwnas gc's least-recently-used order
@@ -71,7 +84,7 @@ class ProbeCache:
     def put(self, key: str, stats: dict[str, Any]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique on every node
         tmp.write_text(json.dumps(stats, sort_keys=True))
         tmp.replace(path)
 

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +94,56 @@ def open_db(path: Path) -> Any:
     hit = _OPEN.get(path)
     if hit is not None and hit[0] == stamp:
         return hit[1]
-    db = ms.database.JSONDatabase(work_dir=str(path), module_equality=MODULE_EQUALITY)
+    try:
+        db = ms.database.JSONDatabase(work_dir=str(path), module_equality=MODULE_EQUALITY)
+    except Exception as e:  # noqa: BLE001 - TVM raises its own errors for a bad file
+        heal_db(path, e)
+        db = ms.database.JSONDatabase(work_dir=str(path), module_equality=MODULE_EQUALITY)
     _OPEN[path] = (_stamp(path), db)  # the constructor creates missing files
     return db
+
+
+def heal_db(path: Path, error: Exception) -> None:
+    """A database whose files do not parse (a torn write, a disk error): keep every record
+    line that parses and whose workload exists, set the originals aside (``*.corrupt``), and
+    log it. The tasks whose records were lost are tuned again when a probe needs them."""
+    wl_file = path / "database_workload.json"
+    rec_file = path / "database_tuning_record.json"
+    workloads = _json_lines(wl_file, prefix=True)  # records point at workloads by index
+    records = [r for r in _json_lines(rec_file) if _valid_record(r, len(workloads))]
+    for f in (wl_file, rec_file):
+        if f.is_file():
+            os.replace(f, f.with_name(f"{f.name}.corrupt"))
+    for f, rows in ((wl_file, workloads), (rec_file, records)):
+        tmp = f.with_name(f".{f.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, f)
+    log.warning(
+        "tuning database %s did not load (%s): kept %d workloads and %d records that parse, "
+        "originals set aside as *.corrupt",
+        path,
+        str(error).splitlines()[0][:200] if str(error) else type(error).__name__,
+        len(workloads),
+        len(records),
+    )
+
+
+def _json_lines(f: Path, *, prefix: bool = False) -> list[Any]:
+    """The lines of ``f`` that parse (with ``prefix``, those before the first that does not)."""
+    if not f.is_file():
+        return []
+    out = []
+    for line in f.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if prefix:
+                break
+    return out
+
+
+def _valid_record(r: Any, workloads: int) -> bool:
+    return isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and 0 <= r[0] < workloads
 
 
 def _stamp(path: Path) -> tuple[tuple[int, int], ...]:

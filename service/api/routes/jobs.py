@@ -282,7 +282,9 @@ def cancel_job(
         detail={"status": job.status.value},
         client=client_of(request),
     )
-    return public_job(session, crud.request_cancel(session=session, job=job))
+    if not crud.request_cancel(session=session, job=job):  # it ended meanwhile
+        raise conflict(f"job {job_id} already ended ({job.status.value})")
+    return public_job(session, job)
 
 
 @router.post("/{job_id}/extend", responses=responses(403, 404, 409))
@@ -323,7 +325,10 @@ def extend_job(
         detail={"trials": body.trials, "tune_s": body.tune_s},
         client=client_of(request),
     )
-    extended = crud.extend_job(session=session, job=job, trials=body.trials, tune_s=body.tune_s)
+    try:
+        extended = crud.extend_job(session=session, job=job, trials=body.trials, tune_s=body.tune_s)
+    except crud.JobMovedOn as e:  # extended or claimed by another request meanwhile
+        raise conflict(str(e)) from None
     return to_public(extended, owner.name)
 
 
