@@ -78,7 +78,9 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for k in sorted(state):
         h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # reshape(-1): 0-d tensors (BatchNorm's num_batches_tracked) cannot be viewed as bytes
+        t = state[k].detach().cpu().contiguous().reshape(-1)
+        h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from service.db import accounts, crud
 from service.db.migrate import upgrade
@@ -249,7 +250,8 @@ def pg_database() -> tuple[str, Callable[[], None]] | None:
     if not base or not data_dir:
         return None
     name = f"hwnas_fault_{secrets.token_hex(4)}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    # no pool: the server is restarted while this engine lives (a pooled connection would be dead)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
 

@@ -23,11 +23,11 @@ def _split(shape: tuple[int, ...], n: int = 32) -> Split:
     return Split(rng.standard_normal((n, *shape)).astype(np.float32), np.arange(n) % 10)
 
 
-@pytest.mark.parametrize("damage", ["torn", "flipped"])
+@pytest.mark.parametrize(("family", "damage"), [("mlp", "torn"), ("cnn", "flipped")])
 def test_a_damaged_parent_is_dropped_and_trained_again(
-    damage: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    family: str, damage: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cand = candidate("mlp")
+    cand = candidate(family)  # cnn: BatchNorm, with a 0-d num_batches_tracked tensor
     recipe = Recipe(epochs=1, batch_size=16)
     data = _split(cand.input_shape)
     kw = {"dataset": "t", "split_seed": 0, "recipe": recipe, "train_data": data}
