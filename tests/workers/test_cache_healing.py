@@ -73,3 +73,17 @@ def test_a_damaged_tuning_database_keeps_what_parses(tmp_path: Path) -> None:
     assert [json.loads(x) for x in wl.read_text().splitlines()] == [["h0", "m0"], ["h1", "m1"]]
     assert [json.loads(x)[0] for x in rec.read_text().splitlines()] == [0, 1]
     assert (tmp_path / "database_workload.json.corrupt").is_file()
+
+
+def test_a_lock_held_past_its_deadline_fails_instead_of_waiting(tmp_path: Path) -> None:
+    import fcntl
+
+    from workers.probe._locks import LockTimeoutError, flocked
+
+    lock = tmp_path / "x.lock"
+    with open(lock, "w") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another process's hold, as far as flock knows
+        with pytest.raises(LockTimeoutError), flocked(lock, timeout_s=0.2):
+            pass
+    with flocked(lock, timeout_s=0.2):  # released: taken at once
+        pass
