@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from optuna.trial import TrialState as OptunaState
 
@@ -27,6 +26,7 @@ from service.scheduler.controller import JobController
 from service.scheduler.study import get_storage, load_study
 from service.schemas import JobSpec
 from service.settings import Settings
+from tests.faults.procs import stop_tree
 
 pytestmark = pytest.mark.slow
 
@@ -74,28 +74,6 @@ def _submit(settings: Settings, spec: dict[str, Any], claim: bool = True) -> int
         if claim:
             assert claim_job(session=s, worker_id="test", stale_after_s=60) is not None
         return job.id
-
-
-def _stop_tree(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """Signal ``proc``'s process group, wait, then SIGKILL whatever of its tree is left."""
-    try:
-        tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
-    except psutil.NoSuchProcess:
-        tree = [proc.pid]
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    for pid in tree:
-        try:
-            psutil.Process(pid).kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=10)
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -181,7 +159,7 @@ def ray_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         yield address, env
     finally:
         for p in reversed(procs):
-            _stop_tree(p)
+            stop_tree(p)
         # `ray start` records its address for later plain `ray.init()` calls: forget ours
         current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
         if current.is_file() and current.read_text().strip().endswith(f":{port}"):
@@ -223,7 +201,7 @@ def test_job_runs_across_two_ray_nodes(
         try:
             _wait(lambda: _job_status(settings, job_id) == JobStatus.succeeded, 300, "the job")
         finally:
-            _stop_tree(proc)
+            stop_tree(proc)
     with get_sessionmaker(settings.database_url)() as s:
         rows, _ = crud.list_trials(session=s, job_id=job_id, skip=0, limit=100)
     report = job_report(job_id, rows)
@@ -253,7 +231,7 @@ def test_scheduler_killed_mid_job_resumes_with_exact_budget(tmp_path: Path) -> N
                 "a COMPLETE and a RUNNING trial",
             )
         finally:
-            _stop_tree(first, signal.SIGKILL)  # kill -9: no cleanup of any kind
+            stop_tree(first, signal.SIGKILL)  # kill -9: no cleanup of any kind
         running = [
             t for t in load_study(settings.database_url, job_id).trials if t.state.name == "RUNNING"
         ]
@@ -268,7 +246,7 @@ def test_scheduler_killed_mid_job_resumes_with_exact_budget(tmp_path: Path) -> N
 
             _wait(finished, 300, "the resumed job to succeed")
         finally:
-            _stop_tree(second)
+            stop_tree(second)
     study = load_study(settings.database_url, job_id)
     complete = study.get_trials(states=(OptunaState.COMPLETE,))
     assert len(complete) == 5  # exactly the budget

@@ -9,10 +9,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from service.db.models import ACTIVE, Job, JobStatus, Trial, TrialState, User, utcnow
+from service.db.models import ACTIVE, ENDED, Job, JobStatus, Trial, TrialState, User, utcnow
 from service.schemas import JobSpec
-
-ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 def create_job(*, session: Session, job_in: JobSpec, owner_id: int, commit: bool = True) -> Job:

@@ -40,6 +40,7 @@ class JobStatus(enum.StrEnum):
 
 
 ACTIVE = (JobStatus.queued, JobStatus.running, JobStatus.cancelling)
+ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 class TrialState(enum.StrEnum):

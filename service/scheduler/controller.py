@@ -104,6 +104,7 @@ class JobController(Endings, Intake):
         self.records: TrialRecords
         self.in_flight: dict[Any, InFlight] = {}
         self.device_failures = 0  # trials in a row a device failed
+        self.exhausted = False  # set by the loop: no new candidate left to draw
         self.tune_spent_s = 0.0  # MetaSchedule seconds this job's trials spent (budget.tune_s)
         self.tune_reserved_s = 0.0  # ... and what the trials in flight may still spend
         self.constraints: list[Constraint] = []
@@ -198,18 +199,13 @@ class JobController(Endings, Intake):
         )
         self.proposer.restore(study)
         in_flight = self.in_flight
-        state = {"exhausted": False}
         db_errors = 0
         while True:
             try:
-                status = self._step(
-                    study, spec, in_flight, state, capacity, max_failed, max_rejected
-                )
+                status = self._step(study, spec, in_flight, capacity, max_failed, max_rejected)
                 db_errors = 0
-            except (OperationalError, DBAPIError) as e:
-                if isinstance(e, DBAPIError) and not (
-                    isinstance(e, OperationalError) or e.connection_invalidated
-                ):
+            except DBAPIError as e:  # transient: the server or the connection went away
+                if not (isinstance(e, OperationalError) or e.connection_invalidated):
                     raise
                 db_errors += 1
                 if db_errors > DB_RETRIES:
@@ -240,7 +236,6 @@ class JobController(Endings, Intake):
         study: optuna.Study,
         spec: JobSpec,
         in_flight: dict[Any, InFlight],
-        state: dict[str, bool],
         capacity: int,
         max_failed: int,
         max_rejected: int,
@@ -276,7 +271,7 @@ class JobController(Endings, Intake):
             )
         sampled = True
         while (
-            not state["exhausted"]
+            not self.exhausted
             and len(in_flight) < capacity
             and complete + len(in_flight) < spec.budget.trials
         ):
@@ -287,7 +282,7 @@ class JobController(Endings, Intake):
                 log.warning("job %s: %s", self.job_id, e)
                 with self.fence.session():
                     study.set_user_attr("stopped_early", str(e))
-                state["exhausted"] = True
+                self.exhausted = True
             if not sampled:
                 break
         if not sampled:
@@ -296,7 +291,7 @@ class JobController(Endings, Intake):
             return JobStatus.succeeded
         for handle in self.executor.wait(list(in_flight), self.settings.poll_interval_s):
             item = in_flight.pop(handle)
-            with self.fence.session():
+            with logctx.bound(trial=item.trial.number):
                 self._collect(study, spec, in_flight, item, handle)
         return None
 
@@ -310,12 +305,8 @@ class JobController(Endings, Intake):
                 continue
             self.executor.cancel(handle)
             del in_flight[handle]
-            self.tune_reserved_s -= item.tune_reserved_s
-            self.proposer.release(item.digest)
             log.warning("trial %s ran past its deadline of %.0f s", item.trial.number, limit)
-            self.records.fail(
-                study, item.trial, f"ran past its deadline of {limit:.0f} s", kind="deadline"
-            )
+            self._unevaluated(study, item, f"ran past its deadline of {limit:.0f} s", "deadline")
 
     @staticmethod
     def gpus(spec: JobSpec) -> float:

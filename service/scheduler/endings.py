@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 import optuna
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from service.db.models import JobStatus
 from service.db.queue import finish_job
@@ -73,7 +73,7 @@ class Endings:
             keep = frozenset(item.trial.number for item in in_flight.values())
             self.records.fail_interrupted(study, "interrupted: database error", keep=keep)
             self.records.reconcile(study)
-        except (OperationalError, DBAPIError):
+        except DBAPIError:
             log.warning("job %s: database still away", self.job_id)
 
     def _cancel_all(

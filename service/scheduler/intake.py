@@ -17,7 +17,6 @@ import optuna
 from optuna.trial import TrialState as OptunaState
 
 from search_spaces import Candidate, HwnasError
-from service import logctx
 from service.db.models import TrialState
 from service.scheduler.fidelity import Ladder
 from service.scheduler.front import JobScoring
@@ -27,6 +26,7 @@ from service.scheduler.records import TrialRecords
 from service.scheduler.results import error_message, worker_cause
 from service.schemas import JobSpec
 from workers.probe.errors import ProbeTransientError, TuningUnavailableError
+from workers.records import EvalResult
 from workers.scoring import Constraint
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,14 @@ class Intake:
     def _submit(self, spec: JobSpec, in_flight: dict[Any, InFlight], item: InFlight) -> None:
         raise NotImplementedError
 
+    def _unevaluated(self, study: optuna.Study, item: InFlight, message: str, kind: str) -> None:
+        """A trial in flight that ends without an evaluation (it failed, or ran past its
+        deadline): its tuning reservation returned, FAILed with ``kind``, and its candidate
+        free to be proposed again."""
+        self.tune_reserved_s -= item.tune_reserved_s
+        self.records.fail(study, item.trial, message, kind=kind)
+        self.proposer.release(item.digest)
+
     def _collect(
         self,
         study: optuna.Study,
@@ -77,18 +85,8 @@ class Intake:
         item: InFlight,
         handle: Any,
     ) -> None:
-        with logctx.bound(trial=item.trial.number):
-            self._collect_one(study, spec, in_flight, item, handle)
-
-    def _collect_one(
-        self,
-        study: optuna.Study,
-        spec: JobSpec,
-        in_flight: dict[Any, InFlight],
-        item: InFlight,
-        handle: Any,
-    ) -> None:
-        self.tune_reserved_s -= item.tune_reserved_s
+        """Fetch what came back for ``item`` and tell it (called with its trial bound to the log
+        context); each write is fenced, the fetch is not (a fence holds the job's row lock)."""
         t = item.trial
         try:
             result = self.executor.result(handle)
@@ -100,8 +98,7 @@ class Intake:
             # not counted against max_failed.
             kind = "device" if isinstance(worker_cause(e), ProbeTransientError) else "error"
             log.warning("trial %s failed (%s): %s", t.number, kind, msg)
-            self.records.fail(study, t, msg, kind=kind)
-            self.proposer.release(item.digest)  # not evaluated: it may be proposed again
+            self._unevaluated(study, item, msg, kind)
             if kind == "device":
                 self.device_failures += 1
                 if self.device_failures >= DEVICE_FAILURES:
@@ -109,7 +106,20 @@ class Intake:
                         f"{self.device_failures} trials in a row failed on a device: {msg}"
                     ) from None
             return
+        self.tune_reserved_s -= item.tune_reserved_s
         self.device_failures = 0
+        with self.records.fence.session():  # the writes only: no row lock while a result comes
+            self._tell(study, spec, in_flight, item, result)
+
+    def _tell(
+        self,
+        study: optuna.Study,
+        spec: JobSpec,
+        in_flight: dict[Any, InFlight],
+        item: InFlight,
+        result: EvalResult,
+    ) -> None:
+        t = item.trial
         probes = result.probes()
         self.tune_spent_s += sum(st.tune_s for st in probes)
         item.runs.append(

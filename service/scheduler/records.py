@@ -3,8 +3,9 @@
 Kept apart from the controller's loop: these are the writes that must agree between the two
 records of a trial (``hwnas_trials`` and Optuna's), including after a crash. Every write runs
 inside the job's fence (service.scheduler.fence): a scheduler that lost the job's lease writes
-nothing. The job's counters are recounted from the rows, never incremented, so a crash between
-two writes cannot leave them one short.
+nothing. The complete count is recounted from the rows at every write, and claiming a job
+recounts every counter from the rows and the study, so a crash between two writes cannot leave
+them one short.
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ class TrialRecords:
             if state != TrialState.running:
                 row.finished_at = utcnow()
             s.flush()
-            self._recount(s)
+            job = s.get(Job, self.job_id)
+            assert job is not None
+            job.trials_complete = self._count_complete(s)
+            accuracy = (row.metrics or {}).get("accuracy") if state == TrialState.complete else None
+            if accuracy is not None:
+                best = job.best_accuracy
+                job.best_accuracy = accuracy if best is None else max(best, float(accuracy))
 
     def bundle_dir(self, number: int) -> str | None:
         with self.sessions() as s:
@@ -166,15 +173,13 @@ class TrialRecords:
                 _outcome(row, t)
                 fixed += 1
             s.flush()
-            self._recount(s)
+            self._recount(s, study)
         if fixed:
             log.warning("job %s: %d trial rows reconciled with the study", self.job_id, fixed)
         return fixed
 
-    def _recount(self, s: Session) -> None:
-        job = s.get(Job, self.job_id)
-        assert job is not None
-        job.trials_complete = (
+    def _count_complete(self, s: Session) -> int:
+        return (
             s.scalar(
                 select(func.count())
                 .select_from(Trial)
@@ -182,6 +187,12 @@ class TrialRecords:
             )
             or 0
         )
+
+    def _recount(self, s: Session, study: optuna.Study) -> None:
+        """The job's counters from its rows and study (after a crash left them apart)."""
+        job = s.get(Job, self.job_id)
+        assert job is not None
+        job.trials_complete = self._count_complete(s)
         accs = s.scalars(
             select(Trial.metrics).where(
                 Trial.job_id == self.job_id, Trial.state == TrialState.complete
@@ -189,6 +200,11 @@ class TrialRecords:
         ).all()
         best = [float(m["accuracy"]) for m in accs if m and m.get("accuracy") is not None]
         job.best_accuracy = max(best) if best else None
+        job.trials_failed = sum(
+            1
+            for t in study.get_trials(deepcopy=False, states=(OptunaState.FAIL,))
+            if t.user_attrs.get("fail_kind") in COUNTED_FAILURES
+        )
 
 
 def _outcome(row: Trial, t: optuna.trial.FrozenTrial) -> None:

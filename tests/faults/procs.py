@@ -38,13 +38,6 @@ class Scheduler:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def tree(self) -> list[int]:
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return [self.proc.pid]
-        return [self.proc.pid, *(c.pid for c in kids)]
-
     def signal_group(self, sig: int) -> None:
         """``sig`` to the scheduler, its Ray and Ray's workers (one process group)."""
         try:
@@ -53,28 +46,40 @@ class Scheduler:
             pass
 
     def stop(self, sig: int = signal.SIGTERM, wait_s: float = 30) -> None:
-        """Signal the group, wait, then SIGKILL whatever of the tree is left (Ray's processes
-        that left the group included)."""
-        tree = self.tree()
-        self.signal_group(sig)
+        """:func:`stop_tree` (SIGSTOP: only the signal, the group stays stopped)."""
         if sig == signal.SIGSTOP:
+            self.signal_group(sig)
             return
-        try:
-            self.proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            pass
-        for pid in tree:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_tree(self.proc, sig, wait_s)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.is_file() else ""
+
+
+def stop_tree(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 30) -> None:
+    """Signal ``proc``'s process group, wait, then SIGKILL whatever of its tree is left (Ray's
+    processes that left the group included)."""
+    try:
+        tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        tree = [proc.pid]
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in tree:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -29,14 +29,13 @@ from service.api.errors import responses
 from service.api.progress import job_progress, trial_stage
 from service.api.routes.jobs import JobId, job_or_404, to_public
 from service.api.routing import ReleasingRoute
-from service.db.models import Job, JobStatus, Trial, TrialState, User
+from service.db.models import ENDED, Job, Trial, TrialState, User
 from service.db.session import get_sessionmaker
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=ReleasingRoute)
 POLL_S = 1.0
 KEEPALIVE_S = 15.0
-_ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 _STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "text/event-stream: `job`, `trial` and `end` events (module docs)",
@@ -109,7 +108,7 @@ async def _stream(
                 yield _event("trial", t, seq)
                 sent = True
         last_trials = trials
-        if job["status"] in (*_ENDED, "deleted"):
+        if job["status"] in (*ENDED, "deleted"):
             seq += 1
             yield _event("end", {"id": job_id, "status": job["status"]}, seq)
             return

@@ -22,7 +22,7 @@ from service.api.progress import job_progress, trial_stage
 from service.api.report import job_report
 from service.api.routing import ReleasingRoute
 from service.db import accounts, crud
-from service.db.models import Job, JobStatus, Trial, TrialState, User, utcnow
+from service.db.models import ENDED, Job, JobStatus, Trial, TrialState, User, utcnow
 from service.retention import forget_job_files
 from service.schemas import (
     Extend,
@@ -299,7 +299,7 @@ def extend_job(
     """Give an ended job more trials: it is queued again and resumes its study (the sampler
     continues from every trial so far). The grown budget must stay within ``budget``'s bounds."""
     job = job_or_404(session, job_id, user)
-    if job.status not in (JobStatus.succeeded, JobStatus.cancelled, JobStatus.failed):
+    if job.status not in ENDED:
         raise conflict(f"job {job_id} is {job.status.value}: only an ended job can be extended")
     try:
         crud.grown_spec(job, body.trials, body.tune_s)
