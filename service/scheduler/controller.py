@@ -39,7 +39,6 @@ from service.scheduler.intake import (
     InFlight,
     Intake,
 )
-from service.scheduler.outcomes import counts
 from service.scheduler.proposals import Proposer, SamplingError, SpaceExhaustedError
 from service.scheduler.records import TrialRecords
 from service.scheduler.study import (
@@ -241,7 +240,7 @@ class JobController(Endings, Intake):
         max_rejected: int,
     ) -> JobStatus | None:
         """One turn of the loop; the job's status when it must end."""
-        complete, failed, rejected = counts(study)
+        complete, failed, rejected = self.records.counts()
         # one cheap UPDATE per loop (at most every poll interval while trials run): it keeps
         # our claim alive and is how a cancel request reaches us
         with self.sessions() as s:

@@ -108,7 +108,12 @@ class RayExecutor:
         return task.remote(request.model_dump(mode="json"))
 
     def wait(self, handles: list[Any], timeout_s: float) -> list[Any]:
-        ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout_s)
+        """Every handle that is ready: waits up to ``timeout_s`` for the first, then takes the
+        others already done (one call per result cost 56 ms a call with 256 in flight)."""
+        ready, rest = self._ray.wait(handles, num_returns=1, timeout=timeout_s)
+        if ready and rest:
+            more, _ = self._ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
         return list(ready)
 
     def result(self, handle: Any) -> EvalResult:

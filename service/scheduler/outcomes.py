@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState as OptunaState
 
 from service.db.models import TrialState
 from service.scheduler.front import JobScoring
-from service.scheduler.records import COUNTED_FAILURES, TrialRecords
+from service.scheduler.records import TrialRecords
 from workers import faults
 from workers.records import EvalResult, Metrics
 from workers.scoring import Constraint, constraint_values
@@ -96,14 +95,3 @@ def tell_rejected(
         timings=cost,
         error="pre-filter: " + "; ".join(f"{k!r} broken by {v:.0%}" for k, v in violations.items()),
     )
-
-
-def counts(study: optuna.Study) -> tuple[int, int, int]:
-    """Trained COMPLETE trials, FAIL trials counted against ``max_failed`` (the candidate's
-    fault or past their deadline; not cancelled, stopped or device failures), and pre-filter
-    rejections."""
-    trials = study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE, OptunaState.FAIL))
-    rejected = sum(1 for t in trials if t.user_attrs.get("prefiltered"))
-    complete = sum(1 for t in trials if t.state == OptunaState.COMPLETE) - rejected
-    failed = sum(1 for t in trials if t.user_attrs.get("fail_kind") in COUNTED_FAILURES)
-    return complete, failed, rejected

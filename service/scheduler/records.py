@@ -69,6 +69,21 @@ class TrialRecords:
                 best = job.best_accuracy
                 job.best_accuracy = accuracy if best is None else max(best, float(accuracy))
 
+    def counts(self) -> tuple[int, int, int]:
+        """Trained COMPLETE trials, failures counted against ``max_failed`` and pre-filter
+        rejections, from the job's counters and rows (kept with the study in the same fenced
+        writes, recounted by :meth:`reconcile`): one read per loop turn, where the study's
+        own count re-read every trial in flight."""
+        with self.sessions() as s:
+            job = s.get(Job, self.job_id)
+            assert job is not None
+            rejected = s.scalar(
+                select(func.count())
+                .select_from(Trial)
+                .where(Trial.job_id == self.job_id, Trial.state == TrialState.rejected)
+            )
+            return job.trials_complete, job.trials_failed, rejected or 0
+
     def bundle_dir(self, number: int) -> str | None:
         with self.sessions() as s:
             row = crud.get_trial(session=s, job_id=self.job_id, number=number)
