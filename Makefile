@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression \
-	bench-probes bench-search bench-search-table bench-fidelity bench-service bench-faults tune-profile
+	bench-probes bench-search bench-search-table bench-fidelity bench-service bench-faults bench-scale \
+	compose-images compose-test tune-profile
 
 $(STAMP): pyproject.toml
 	bash scripts/setup-system.sh
@@ -58,6 +59,15 @@ bench-service: setup  ## 100 concurrent submits + 1000 concurrent reads, 4 sched
 
 bench-faults: setup  ## every fault kind of tests/faults on a tiny real job -> bench/results/faults.json (~12 min)
 	bash scripts/with-postgres.sh $(PY) bench/faults.py --out bench/results
+
+bench-scale: setup  ## trials/h on 1-8 loopback Ray nodes, the real 1->2 node step, scheduler cost at 64/256 in flight (~15 min)
+	$(PY) bench/scale.py --out bench/results
+
+compose-images: setup  ## the images from Debian packages (debootstrap base, cached), needs root + dockerd
+	bash scripts/build-images.sh
+
+compose-test: setup  ## build, bring up the docker-compose stack (2 Ray workers), run a 4-trial job, pull and score its best model, tear down
+	$(PY) -m pytest -q -p no:cacheprovider -s -rs tests/deploy/test_compose_stack.py
 
 bench-fidelity: setup  ## demo + Fashion-MNIST jobs, every Pareto bundle re-measured without hwnas (~60 min)
 	$(PY) bench/fidelity.py --out bench/results

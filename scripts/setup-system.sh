@@ -7,6 +7,7 @@
 #                         cross-compile models for the ARM profiles (arm/rasp4b64, arm/rasp5)
 #   dataset-fashion-mnist Fashion-MNIST at /usr/share/datasets/fashion-mnist
 #   chromium              the job report's test opens report.html in headless Chromium
+#   docker.io, debootstrap the compose stack test builds images from Debian packages and runs them
 set -euo pipefail
 need=()
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
@@ -18,6 +19,8 @@ command -v aarch64-linux-gnu-readelf >/dev/null 2>&1 || need+=(binutils-aarch64-
 [ -f /usr/aarch64-linux-gnu/lib/crti.o ] || need+=(libc6-dev-arm64-cross)
 [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need+=(dataset-fashion-mnist)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2

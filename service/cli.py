@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
@@ -84,9 +83,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    """hwnas's schema to head, and Optuna's tables (a deployment's one-off step before the
+    API and the schedulers start)."""
     from service.db.migrate import upgrade
+    from service.scheduler.study import get_storage
 
-    upgrade(get_settings().database_url)
+    url = get_settings().database_url
+    upgrade(url)
+    get_storage(url)
     print("database is at head")
     return 0
 
@@ -136,12 +140,23 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the Optuna dashboard on the service database, in this process: the database URL
+    (with its password) comes from ``HWNAS_DATABASE_URL`` and never reaches a command line.
+    A read-only database role is enough (the dashboard's own writes, notes say, then fail)."""
+    from sqlalchemy.engine import make_url
+
     url = get_settings().database_url
-    cmd = ["optuna-dashboard", url, "--host", args.host, "--port", str(args.port)]
     if args.print_only:
-        print(" ".join(cmd))
+        shown = make_url(url).render_as_string(hide_password=True)
+        print(f"optuna-dashboard {shown} --host {args.host} --port {args.port}")
         return 0
-    return subprocess.call(cmd)
+    import optuna
+    from optuna_dashboard import run_server
+
+    # skip_table_creation: the schema is the migrate step's; the role may only SELECT
+    storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+    run_server(storage, host=args.host, port=args.port)
+    return 0
 
 
 def cmd_tune_profile(args: argparse.Namespace) -> int:
@@ -203,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("dashboard", help="open the Optuna dashboard on the service database")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--print-only", action="store_true", help="print the command instead")
+    p.add_argument(
+        "--print-only", action="store_true", help="print the equivalent command (password hidden)"
+    )
     p.set_defaults(fn=cmd_dashboard)
     p = sub.add_parser("tune-profile", help="pre-tune a profile's MetaSchedule database")
     p.add_argument("profile", help="e.g. x86/local")

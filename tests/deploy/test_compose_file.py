@@ -1,4 +1,5 @@
-"""docker-compose.yml validates and keeps every published port on loopback."""
+"""docker-compose.yml validates, requires its secrets, builds on no Docker Hub image and keeps
+every published port on loopback (the stack itself runs in test_compose_stack.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 EXPECTED_SERVICES = {
     "postgres",
+    "migrate",
     "api",
     "scheduler",
     "ray-head",
@@ -34,7 +36,18 @@ def _docker_compose() -> str:
 
 
 def _load_compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    """The file as docker-compose resolves it (variables filled in with dummy secrets)."""
+    env = {**os.environ, **{k: f"dummy-{k.lower()}" for k in SECRETS}}
+    done = subprocess.run(
+        [_docker_compose(), "-f", str(COMPOSE_FILE), "config"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    data = yaml.safe_load(done.stdout)
     assert isinstance(data, dict)
     return data
 
@@ -65,16 +78,42 @@ def _config(exe: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_compose_config_validates() -> None:
+SECRETS = ("HWNAS_PG_PASSWORD", "HWNAS_DASHBOARD_PG_PASSWORD", "HWNAS_ADMIN_TOKEN")
+
+
+def test_compose_config_requires_every_secret() -> None:
     exe = _docker_compose()
-    env = {k: v for k, v in os.environ.items() if k != "HWNAS_PG_PASSWORD"}
-    # the admin token is required: without it the file does not validate, with a dummy it does
-    env.pop("HWNAS_ADMIN_TOKEN", None)
-    refused = _config(exe, env)
-    assert refused.returncode != 0 and "HWNAS_ADMIN_TOKEN" in refused.stderr
-    env["HWNAS_ADMIN_TOKEN"] = "dummy-admin-token-for-validation"
-    proc = _config(exe, env)
+    base = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    dummies = {k: f"dummy-{k.lower()}-for-validation" for k in SECRETS}
+    for missing in SECRETS:  # each one alone missing: refused, naming it
+        env = {**base, **{k: v for k, v in dummies.items() if k != missing}}
+        refused = _config(exe, env)
+        assert refused.returncode != 0 and missing in refused.stderr, (missing, refused.stderr)
+    proc = _config(exe, {**base, **dummies})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_no_default_password_and_no_docker_hub_image() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert "PASSWORD:-" not in text and "change-me" not in text
+    for name, svc in _load_compose()["services"].items():
+        image = svc.get("image", "")
+        assert image.split(":")[0] in ("hwnas", "hwnas-postgres"), (name, image)
+
+
+def test_dashboard_reads_a_select_only_role_from_its_environment() -> None:
+    dash = _load_compose()["services"]["optuna-dashboard"]
+    assert "postgres" not in str(dash["command"]) and "PASSWORD" not in str(dash["command"])
+    assert "://hwnas_dashboard:" in dash["environment"]["HWNAS_DATABASE_URL"]
+    init = (REPO / "deploy" / "postgres-entrypoint.sh").read_text(encoding="utf-8")
+    assert "GRANT SELECT ON TABLES TO hwnas_dashboard" in init
+    assert "CREATE ROLE hwnas LOGIN NOSUPERUSER" in init
+
+
+def test_arm_profiles_reach_the_compose_tracker() -> None:
+    services = _load_compose()["services"]
+    for name in ("scheduler", "ray-worker"):
+        assert services[name]["environment"]["HWNAS_RPC_TRACKER"] == "rpc-tracker:9190", name
 
 
 def test_compose_services_and_loopback_ports() -> None:
