@@ -211,51 +211,40 @@ def run_job(
     }
 
 
-def dispatch_scaling(work: Path, log: logging.Logger) -> list[dict[str, Any]]:
+def on_nodes(n: int, work: Path, spec: dict[str, Any], task: Any = None) -> dict[str, Any]:
+    """One job on a fresh cluster of ``n`` worker nodes (trials: ``task``, default the real
+    evaluation); the cluster is shut down after."""
     import ray
 
     from service.scheduler.executor import RayExecutor
 
+    cluster = _cluster(n)
+    try:
+        row = run_job(work, spec, lambda s: RayExecutor(s, task=task), ray_address=cluster.address)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    row["nodes"] = n
+    row.pop("completions_s")
+    return row
+
+
+def dispatch_scaling(work: Path, log: logging.Logger) -> list[dict[str, Any]]:
     rows = []
     for n in NODES:
-        cluster = _cluster(n)
-        try:
-            spec = {**SPEC, "budget": {"trials": TRIALS_PER_NODE * n, "tune_s": 0}}
-            row = run_job(
-                work / f"a-{n}",
-                spec,
-                lambda s: RayExecutor(s, task=sleep_trial),
-                ray_address=cluster.address,
-            )
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
-        row["nodes"] = n
-        row.pop("completions_s")
-        rows.append(row)
-        log.info("(a) %d nodes: %s", n, row)
+        spec = {**SPEC, "budget": {"trials": TRIALS_PER_NODE * n, "tune_s": 0}}
+        rows.append(on_nodes(n, work / f"a-{n}", spec, sleep_trial))
+        log.info("(a) %d nodes: %s", n, rows[-1])
     return rows
 
 
 def real_step(work: Path, log: logging.Logger) -> list[dict[str, Any]]:
     """(b): 1 and 2 nodes in the order 1, 2, 2, 1 (drift of this shared machine cancels)."""
-    import ray
-
-    from service.scheduler.executor import RayExecutor
-
     rows = []
     for k, n in enumerate((1, 2, 2, 1)):
-        cluster = _cluster(n)
-        try:
-            spec = {**REAL_SPEC, "budget": {"trials": REAL_TRIALS, "tune_s": 0}}
-            row = run_job(work / f"b-{k}-{n}", spec, RayExecutor, ray_address=cluster.address)
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
-        row["nodes"] = n
-        row.pop("completions_s")
-        rows.append(row)
-        log.info("(b) %d nodes: %s", n, row)
+        spec = {**REAL_SPEC, "budget": {"trials": REAL_TRIALS, "tune_s": 0}}
+        rows.append(on_nodes(n, work / f"b-{k}-{n}", spec))
+        log.info("(b) %d nodes: %s", n, rows[-1])
     return rows
 
 

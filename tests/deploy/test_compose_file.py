@@ -38,15 +38,8 @@ def _docker_compose() -> str:
 def _load_compose() -> dict[str, Any]:
     """The file as docker-compose resolves it (variables filled in with dummy secrets)."""
     env = {**os.environ, **{k: f"dummy-{k.lower()}" for k in SECRETS}}
-    done = subprocess.run(
-        [_docker_compose(), "-f", str(COMPOSE_FILE), "config"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = _config(_docker_compose(), env, quiet=False)
+    assert done.returncode == 0, done.stderr
     data = yaml.safe_load(done.stdout)
     assert isinstance(data, dict)
     return data
@@ -66,9 +59,9 @@ def _published_host_ip(port: Any) -> str | None:
     return ""  # "HOST:CONTAINER" or "CONTAINER" publishes on every interface
 
 
-def _config(exe: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _config(exe: str, env: dict[str, str], quiet: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [exe, "-f", str(COMPOSE_FILE), "config", "-q"],
+        [exe, "-f", str(COMPOSE_FILE), "config", *(["-q"] if quiet else [])],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -95,6 +95,15 @@ def _exec(stack: Stack, service: str, *cmd: str, env: dict[str, str] | None = No
     return stack.compose("exec", "-T", *flags, service, *cmd, timeout=120)
 
 
+def _psql(stack: Stack, user: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
+    """``sql`` as ``user`` over TCP inside the postgres container (scram-sha-256, as the
+    services log in); the password goes in by environment."""
+    return stack.run(
+        "exec", "-T", "-e", f"PGPASSWORD={password}", "postgres",
+        "psql", "-h", "127.0.0.1", "-U", user, "-d", "hwnas", "-Atc", sql,
+    )  # fmt: skip
+
+
 def test_stack_runs_a_job(dockerd: None, tmp_path: Path) -> None:
     build = subprocess.run(
         ["bash", str(REPO / "scripts" / "build-images.sh")],
@@ -169,53 +178,17 @@ def test_stack_runs_a_job(dockerd: None, tmp_path: Path) -> None:
         card = json.loads((bundle / "card.json").read_text())
 
         # what a deployer relies on, checked inside the running stack
-        as_user = _exec(
+        owner = _psql(
             stack,
-            "postgres",
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
             "hwnas",
-            "-d",
-            "hwnas",
-            "-Atc",
+            pg_password,
             "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = 'hwnas'",
-            env={"PGPASSWORD": pg_password},
         )
-        assert as_user.strip() == "f|f|f", as_user
+        assert owner.returncode == 0 and owner.stdout.strip() == "f|f|f", owner
         dash_pw = env["HWNAS_DASHBOARD_PG_PASSWORD"]
-        read = _exec(
-            stack,
-            "postgres",
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "hwnas_dashboard",
-            "-d",
-            "hwnas",
-            "-Atc",
-            "SELECT count(*) FROM trials",
-            env={"PGPASSWORD": dash_pw},
-        )
-        assert int(read.strip()) >= 4, read
-        write = stack.run(
-            "exec",
-            "-T",
-            "-e",
-            f"PGPASSWORD={dash_pw}",
-            "postgres",
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "hwnas_dashboard",
-            "-d",
-            "hwnas",
-            "-c",
-            "DELETE FROM trials",
-        )
+        read = _psql(stack, "hwnas_dashboard", dash_pw, "SELECT count(*) FROM trials")
+        assert read.returncode == 0 and int(read.stdout.strip()) >= 4, read
+        write = _psql(stack, "hwnas_dashboard", dash_pw, "DELETE FROM trials")
         assert write.returncode != 0 and "permission denied" in write.stderr, write
         studies = httpx.get(f"http://127.0.0.1:{env['HWNAS_DASHBOARD_PORT']}/api/studies")
         assert studies.status_code == 200 and f"job-{job_id}" in studies.text, studies.text[:500]
