@@ -18,7 +18,7 @@ BASE=hwnas-base:$SUITE
 TORCH_WHEEL=${HWNAS_TORCH_WHEEL:-$(ls /opt/wheels/torch-2.13.0+cpu-cp311-*.whl 2>/dev/null | head -1)}
 CA=${HWNAS_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 
-docker info >/dev/null 2>&1 || { echo "error: dockerd is not answering (bash scripts/dockerd.sh start)" >&2; exit 2; }
+docker info >/dev/null 2>&1 || { echo "error: dockerd is not answering (start it as root: dockerd &)" >&2; exit 2; }
 [ -f "$TORCH_WHEEL" ] || { echo "error: no CPU torch wheel (set HWNAS_TORCH_WHEEL)" >&2; exit 2; }
 [ -f "$CA" ] || { echo "error: no CA bundle at $CA (set HWNAS_CA_BUNDLE)" >&2; exit 2; }
 

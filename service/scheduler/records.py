@@ -63,7 +63,7 @@ class TrialRecords:
             s.flush()
             job = s.get(Job, self.job_id)
             assert job is not None
-            job.trials_complete = self._count_complete(s)
+            job.trials_complete = self._count(s, TrialState.complete)
             accuracy = (row.metrics or {}).get("accuracy") if state == TrialState.complete else None
             if accuracy is not None:
                 best = job.best_accuracy
@@ -77,12 +77,7 @@ class TrialRecords:
         with self.sessions() as s:
             job = s.get(Job, self.job_id)
             assert job is not None
-            rejected = s.scalar(
-                select(func.count())
-                .select_from(Trial)
-                .where(Trial.job_id == self.job_id, Trial.state == TrialState.rejected)
-            )
-            return job.trials_complete, job.trials_failed, rejected or 0
+            return job.trials_complete, job.trials_failed, self._count(s, TrialState.rejected)
 
     def bundle_dir(self, number: int) -> str | None:
         with self.sessions() as s:
@@ -193,12 +188,13 @@ class TrialRecords:
             log.warning("job %s: %d trial rows reconciled with the study", self.job_id, fixed)
         return fixed
 
-    def _count_complete(self, s: Session) -> int:
+    def _count(self, s: Session, state: TrialState) -> int:
+        """The job's trial rows in ``state``."""
         return (
             s.scalar(
                 select(func.count())
                 .select_from(Trial)
-                .where(Trial.job_id == self.job_id, Trial.state == TrialState.complete)
+                .where(Trial.job_id == self.job_id, Trial.state == state)
             )
             or 0
         )
@@ -207,7 +203,7 @@ class TrialRecords:
         """The job's counters from its rows and study (after a crash left them apart)."""
         job = s.get(Job, self.job_id)
         assert job is not None
-        job.trials_complete = self._count_complete(s)
+        job.trials_complete = self._count(s, TrialState.complete)
         accs = s.scalars(
             select(Trial.metrics).where(
                 Trial.job_id == self.job_id, Trial.state == TrialState.complete
