@@ -22,9 +22,10 @@ from search_spaces._errors import (
 )
 from search_spaces._genes import genes, sample_flat
 from search_spaces._registry import get_space, list_spaces, register_space
-from search_spaces._space import Dimension, SearchSpace, SpaceContext, TrialLike
+from search_spaces._space import MAX_CLASSES, Dimension, SearchSpace, SpaceContext, TrialLike
 
 __all__ = [
+    "MAX_CLASSES",
     "SCHEMA_VERSION",
     "WEIGHT_BITS",
     "Candidate",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,11 +29,18 @@ class Dimension(BaseModel):
     description: str = ""
 
 
-class SpaceContext(BaseModel):
-    """What a space needs to know of the task: one sample's shape and the class count."""
+# The widest classifier head any space builds: a bound on what a task may ask for, far above
+# what the service accepts by default (HWNAS_MAX_CLASSES), so a stored task can never ask a
+# worker for a 10**12-way layer.
+MAX_CLASSES = 100_000
 
-    input_shape: tuple[int, ...] = Field(min_length=1, max_length=3)
-    num_classes: int = Field(ge=2)
+
+class SpaceContext(BaseModel):
+    """What a space needs to know of the task: one sample's shape (every dimension at least 1)
+    and the class count."""
+
+    input_shape: tuple[Annotated[int, Field(ge=1)], ...] = Field(min_length=1, max_length=3)
+    num_classes: int = Field(ge=2, le=MAX_CLASSES)
 
 
 class SearchSpace(ABC):

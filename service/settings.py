@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from search_spaces import MAX_CLASSES
+
 
 class Settings(BaseSettings):
     """One settings object per process; every field can be set as ``HWNAS_<NAME>``."""
@@ -32,11 +34,28 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=64 * 2**20, ge=1, description="largest dataset upload (request body bytes)"
     )
+    max_json_bytes: int = Field(
+        default=2**20,
+        ge=1024,
+        description="largest JSON request body (413 beyond); uploads have max_upload_bytes",
+    )
     max_dataset_bytes: int = Field(
         default=2**30,
         ge=1,
         description="largest dataset once decoded (float32 images, int64 labels), checked "
         "from the upload's zip and .npy headers before anything is decompressed",
+    )
+    max_classes: int = Field(
+        default=1000,
+        ge=2,
+        le=MAX_CLASSES,
+        description="an upload's labels are class ids 0 .. C-1 with C at most this",
+    )
+    max_decode_ratio: float = Field(
+        default=100.0,
+        ge=1,
+        description="an upload whose arrays decode (x float32, y int64) to more than 64 MiB "
+        "may not decode to more than this many times the bytes uploaded",
     )
     admin_token: SecretStr | None = Field(
         default=None,

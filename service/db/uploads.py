@@ -17,9 +17,17 @@ from sqlalchemy.orm import Session
 from service.db.accounts import admin_user
 from service.db.models import Dataset
 from service.settings import Settings
-from workers.data import save_user_dataset
+from workers.data import UploadLimits, save_user_dataset
 
 log = logging.getLogger(__name__)
+
+
+def upload_limits(settings: Settings) -> UploadLimits:
+    return UploadLimits(
+        max_decoded_bytes=settings.max_dataset_bytes,
+        max_classes=settings.max_classes,
+        max_decode_ratio=settings.max_decode_ratio,
+    )
 
 
 def stage(settings: Settings, owner_id: int, name: str, blob: bytes) -> tuple[Path, dict[str, Any]]:
@@ -31,7 +39,7 @@ def stage(settings: Settings, owner_id: int, name: str, blob: bytes) -> tuple[Pa
     """
     staging = settings.datasets_dir(owner_id) / f".staging-{uuid.uuid4().hex}"
     try:
-        info = save_user_dataset(staging, name, blob, max_decoded_bytes=settings.max_dataset_bytes)
+        info = save_user_dataset(staging, name, blob, limits=upload_limits(settings))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -265,3 +265,52 @@ def test_uploads_from_before_accounts_become_the_admins(db_url: str, tmp_path: P
     assert listed["user/legacy"]["owner"] == "admin"
     assert (settings.datasets_dir(admin_id) / "legacy.npz").is_file()
     assert not (settings.user_data_dir / "legacy.npz").exists()
+
+
+def test_poison_uploads_are_refused_and_a_stored_one_cannot_become_a_job(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Labels past the class bound (or wrapping as int64), values overflowing float32 and empty
+    dimensions are 4xx naming the array; a poison dataset stored before these checks (written
+    straight to disk here) is refused at submit with the reason, never queued."""
+    import json
+
+    x = np.random.default_rng(0).random((60, 1, 8, 8), dtype=np.float32)
+    y = np.arange(60) % 3
+    poison = {
+        "huge": {"x_train": x, "y_train": np.where(y == 2, 2**40, y), "x_test": x, "y_test": y},
+        "wraps": {
+            "x_train": x,
+            "y_train": np.where(y == 2, np.iinfo(np.uint64).max, y).astype(np.uint64),
+            "x_test": x,
+            "y_test": y,
+        },
+        "overflow": {
+            "x_train": np.where(x > 0.5, 1e300, x.astype(np.float64)),
+            "y_train": y,
+            "x_test": x,
+            "y_test": y,
+        },
+        "flat0": {
+            "x_train": np.zeros((60, 0)),
+            "y_train": y,
+            "x_test": np.zeros((60, 0)),
+            "y_test": y,
+        },
+    }
+    for name, arrays in poison.items():
+        r = client.post("/v1/datasets", params={"name": name}, content=_npz(**arrays))
+        assert r.status_code == 422, (name, r.text)
+        (err,) = r.json()["detail"]
+        assert err["msg"].split(":")[0] in ("x_train", "y_train"), (name, err)
+    admin_id = client.get("/v1/me").json()["id"]
+    root = tmp_path / "artifacts" / "datasets" / str(admin_id)
+    root.mkdir(parents=True, exist_ok=True)
+    info = {"input_shape": [1, 8, 8], "num_classes": 2**40 + 1, "sizes": {"train": 60}}
+    (root / "legacy.json").write_text(json.dumps(info))
+    job = {"dataset": "user/legacy", "space": "cnn_joint", "profiles": ["x86/local"]}
+    r = client.post("/v1/jobs", json={**job, "budget": {"trials": 2}})
+    assert r.status_code == 422, r.text
+    (err,) = r.json()["detail"]
+    assert err["loc"] == ["body", "dataset"] and "num_classes" in err["msg"], err
+    assert client.get("/v1/jobs").json()["count"] == 0

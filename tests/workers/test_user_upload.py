@@ -20,6 +20,7 @@ from workers.data import (
     DatasetFormatError,
     DatasetTooLargeError,
     UnknownDatasetError,
+    UploadLimits,
     get_dataset,
     load_splits,
     save_user_dataset,
@@ -93,13 +94,13 @@ def test_zip_bomb_declaring_2_gib_is_refused_without_allocating_it() -> None:
         validate_npz(blob)  # the default limit
     assert _peak_bytes(lambda: validate_npz(blob)) < 8 * MiB
     with pytest.raises(DatasetTooLargeError, match="over the 64 MiB limit"):
-        validate_npz(blob, max_decoded_bytes=64 * MiB)
+        validate_npz(blob, limits=UploadLimits(max_decoded_bytes=64 * MiB))
 
 
 def test_too_large_is_a_format_error_and_nothing_is_stored(tmp_path: Path) -> None:
     blob = _npz(**_dataset(np.zeros((200, 16), np.float32), np.zeros((20, 16), np.float32)))
     with pytest.raises(DatasetFormatError, match="over the 10 KiB limit"):
-        save_user_dataset(tmp_path, "big", blob, max_decoded_bytes=10 * 1024)
+        save_user_dataset(tmp_path, "big", blob, limits=UploadLimits(max_decoded_bytes=10 * 1024))
     assert not list(tmp_path.iterdir())
     assert save_user_dataset(tmp_path, "big", blob)["sizes"] == {"train": 200, "test": 20}
 
@@ -115,11 +116,11 @@ def test_uint8_images_small_compressed_but_over_the_limit_as_float32_are_refused
     assert len(blob) < limit
 
     with pytest.raises(DatasetTooLargeError) as e:
-        validate_npz(blob, max_decoded_bytes=limit)
+        validate_npz(blob, limits=UploadLimits(max_decoded_bytes=limit))
     assert str(e.value) == (
         "x_train: 200 x 28 x 28 uint8 = 612 KiB decoded as float32, over the 391 KiB limit"
     )
-    _, info = validate_npz(blob, max_decoded_bytes=1_000_000)  # fits a larger limit
+    _, info = validate_npz(blob, limits=UploadLimits(max_decoded_bytes=1_000_000))  # fits more
     assert info["sizes"] == {"train": 200, "test": 20}
 
 
@@ -128,9 +129,9 @@ def test_decoded_sizes_add_up_across_arrays() -> None:
     arrays["y_train"] = arrays["y_train"].astype(np.uint8)  # 100 B stored, 800 B as int64
     blob = _npz(**arrays)
     # x_train 4000 + y_train 800 + x_test 4000 + y_test 800 = 9600 bytes decoded
-    validate_npz(blob, max_decoded_bytes=9600)
+    validate_npz(blob, limits=UploadLimits(max_decoded_bytes=9600))
     with pytest.raises(DatasetTooLargeError, match=r"y_test: 100 int64 .* with the arrays before"):
-        validate_npz(blob, max_decoded_bytes=9599)
+        validate_npz(blob, limits=UploadLimits(max_decoded_bytes=9599))
 
 
 @pytest.mark.parametrize(

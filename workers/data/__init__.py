@@ -1,6 +1,7 @@
 """Datasets with fixed-seed splits. Cheap to import (numpy only)."""
 
 from workers.data import _builtin  # noqa: F401  (registers digits, fashion_mnist)
+from workers.data._npz import DatasetFormatError, DatasetTooLargeError, UploadLimits
 from workers.data._registry import (
     DatasetInfo,
     DatasetUnavailableError,
@@ -11,16 +12,12 @@ from workers.data._registry import (
     list_datasets,
     load_splits,
 )
-from workers.data._user import (
-    DatasetFormatError,
-    DatasetTooLargeError,
-    save_user_dataset,
-    validate_npz,
-)
+from workers.data._user import save_user_dataset, validate_npz
 
 __all__ = [
     "DatasetFormatError",
     "DatasetTooLargeError",
+    "UploadLimits",
     "save_user_dataset",
     "validate_npz",
     "DatasetInfo",

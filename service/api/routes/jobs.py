@@ -126,9 +126,14 @@ def _check_user_dataset(job_in: JobSpec, settings: Settings, owner_id: int) -> N
     except UnknownDatasetError:
         raise not_found(f"dataset {job_in.dataset!r} (upload it with POST /v1/datasets)") from None
     try:
-        get_space(job_in.space).check_context(
-            SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)
-        )
+        context = SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)
+    except ValidationError as e:  # an upload stored before uploads were checked as now
+        why = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise invalid(
+            ("body", "dataset"), f"dataset {job_in.dataset!r} cannot train a model: {why}"
+        ) from None
+    try:
+        get_space(job_in.space).check_context(context)
     except ValueError as e:
         raise invalid(("body", "space"), str(e), job_in.space) from None
 
