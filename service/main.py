@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from service.api import errors
+from service.api import docs, errors
+from service.api.bodies import JsonBodyGuard
 from service.api.routes import (
     audit,
     catalog,
@@ -36,10 +37,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         summary="Hardware-aware compression search: submit jobs, read Pareto fronts, pull models.",
         description="Every route but /healthz needs `Authorization: Bearer <token>`. Your jobs, "
         "uploads and models are yours: another account's ids answer 404 (an admin sees all).",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.add_middleware(JsonBodyGuard, max_bytes=settings.max_json_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     errors.install(app)
+    errors.document_body_limit(app)
+    docs.install(app)
     for module in (jobs, events, reports, models, datasets, users, audit, catalog, ops):
         app.include_router(module.router)
     return app

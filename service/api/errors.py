@@ -1,8 +1,9 @@
 """HTTP errors in one shape, what every route documents, and the app-wide handlers.
 
 Every error body is :class:`~service.schemas.ErrorPublic` (``detail`` + an ``error_id`` for a
-500) except request validation (422: FastAPI's list of ``{loc, msg, type}``); a 422 raised by a
-route names its field the same way. Internal exception text is logged under an error id, never
+500) except request validation (422: FastAPI's list of ``{loc, msg, type, input}``); a 422
+raised by a route names its field the same way. What an error quotes of the input is bounded
+(:mod:`service.api.quoting`). Internal exception text is logged under an error id, never
 returned.
 """
 
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
+from service.api.quoting import clip, safe_errors
 from service.schemas import ErrorPublic
 
 log = logging.getLogger("service.api")
@@ -30,7 +32,8 @@ _WHY = {
     403: "not allowed: an admin-only call, or a quota of the account reached (detail names it)",
     404: "no such resource, or not yours",
     409: "the resource's state does not allow this now (detail says why)",
-    413: "the upload is larger than the service accepts",
+    413: "the body is larger than the service accepts (JSON: HWNAS_MAX_JSON_BYTES; uploads: "
+    "HWNAS_MAX_UPLOAD_BYTES, or what they decode to)",
     429: "too many job submissions: wait the Retry-After seconds",
     507: "the service's disk is full: nothing was stored",
 }
@@ -94,6 +97,10 @@ def install(app: FastAPI) -> None:
         body = ErrorPublic(detail="the service is busy (no database connection free): retry")
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": safe_errors(exc.errors())}, status_code=422)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == status.HTTP_400_BAD_REQUEST and exc.detail == _UNPARSED:
@@ -102,9 +109,10 @@ def install(app: FastAPI) -> None:
             err = {"type": "json_invalid", "loc": ["body"], "msg": "the body is not UTF-8 JSON"}
             return JSONResponse({"detail": [err]}, status_code=422)
         headers = dict(exc.headers or {})
+        detail = clip(exc.detail) if isinstance(exc.detail, str) else exc.detail
         if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
             headers["Allow"] = ", ".join(_methods(app, request))
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
 
 _UNPARSED = "There was an error parsing the body"
@@ -127,3 +135,25 @@ def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
             yield from _routes(inner.routes)
         else:
             yield route
+
+
+def document_body_limit(app: FastAPI) -> None:
+    """State in the OpenAPI document that every JSON body may be answered 413 (over
+    HWNAS_MAX_JSON_BYTES: :class:`service.api.bodies.JsonBodyGuard`, before any route)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}}
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                content = op.get("requestBody", {}).get("content", {})
+                if "application/json" in content:
+                    op.setdefault("responses", {}).setdefault(
+                        "413", {"description": _WHY[413], "content": body}
+                    )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

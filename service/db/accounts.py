@@ -173,15 +173,19 @@ def audit(
     )
 
 
+RATE_LIMITED = ("job.submit", "job.extend")  # each queues a job's worth of work
+
+
 def recent_submits(*, session: Session, user_id: int, window_s: float) -> list[Any]:
-    """Times of the account's job submissions within the last ``window_s``, oldest first."""
+    """Times of the account's job submissions and extensions within the last ``window_s``,
+    oldest first."""
     since = utcnow() - timedelta(seconds=window_s)
     return list(
         session.scalars(
             select(AuditEvent.at)
             .where(
                 AuditEvent.user_id == user_id,
-                AuditEvent.action == "job.submit",
+                AuditEvent.action.in_(RATE_LIMITED),
                 AuditEvent.at > since,
             )
             .order_by(AuditEvent.at)

@@ -206,7 +206,7 @@ class JobSpec(BaseModel):
     )
     budget: Budget
     training: Training = Training()
-    constraints: list[str] = Field(
+    constraints: list[Annotated[str, Field(max_length=200)]] = Field(
         default_factory=list,
         max_length=20,
         description="bounds a result must meet to count: '<metric> <= <number> [unit]' "

@@ -188,7 +188,8 @@ def _check_rate(session: SessionDep, settings: Settings, user: User) -> None:
         wait = RATE_WINDOW_S - (utcnow() - recent[0]).total_seconds()
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"submit rate limit: {settings.submit_rate_per_min} jobs a minute",
+            f"submit rate limit: {settings.submit_rate_per_min} job submissions or extensions "
+            "a minute",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
 
@@ -292,7 +293,7 @@ def cancel_job(
     return public_job(session, job)
 
 
-@router.post("/{job_id}/extend", responses=responses(403, 404, 409))
+@router.post("/{job_id}/extend", responses=responses(403, 404, 409, 429))
 def extend_job(
     job_id: JobId,
     body: Extend,
@@ -320,6 +321,7 @@ def extend_job(
             getattr(body, field),
         ) from None
     accounts.lock_account(session=session, user_id=user.id)
+    _check_rate(session, settings, user)
     owner = session.get(User, job.owner_id) or user
     _check_quotas(session, settings, owner, jobs=1, trials=body.trials)
     accounts.audit(
