@@ -5,7 +5,8 @@
 #   scheduler    join the Ray cluster as a node with no CPUs, then run the scheduler on it
 #   ray-head     the Ray head (GCS on :6380), no CPUs for trials by default
 #   ray-worker   a Ray worker node (HWNAS_RAY_WORKER_CPUS CPUs; default: what it sees)
-#   dashboard    optuna-dashboard on :8080 (database URL from HWNAS_DATABASE_URL, not argv)
+#   dashboard    optuna-dashboard on :8080 for one operator, no login (the stack serves it
+#                behind accounts at the API's /dashboard/); database URL from HWNAS_DATABASE_URL
 #   rpc-tracker  TVM's RPC tracker on :9190 (ARM boards register with it)
 # Anything else is run as a command.
 set -euo pipefail

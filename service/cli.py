@@ -139,12 +139,21 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+_LOCAL_DASHBOARD = (
+    "hwnas dashboard: every study on this database, no login, for one person on this host. A "
+    "shared service shows each account its own studies at <api>/dashboard/ (hwnas api / serve)."
+)
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """Serve the Optuna dashboard on the service database, in this process: the database URL
-    (with its password) comes from ``HWNAS_DATABASE_URL`` and never reaches a command line.
-    A read-only database role is enough (the dashboard's own writes, notes say, then fail)."""
+    """Serve the Optuna dashboard on the service database, in this process, for a local
+    single-user setup: it shows every study and has no login (the API serves it behind
+    accounts at ``/dashboard/``). The database URL (with its password) comes from
+    ``HWNAS_DATABASE_URL`` and never reaches a command line. A read-only database role is
+    enough (the dashboard's own writes, notes say, then fail)."""
     from sqlalchemy.engine import make_url
 
+    print(_LOCAL_DASHBOARD, file=sys.stderr)
     url = get_settings().database_url
     if args.print_only:
         shown = make_url(url).render_as_string(hide_password=True)
@@ -215,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=int, default=90, help="expires after this many days")
     p.add_argument("--name", default="", help="what the token is for")
     p.set_defaults(fn=cmd_token)
-    p = sub.add_parser("dashboard", help="open the Optuna dashboard on the service database")
+    p = sub.add_parser(
+        "dashboard",
+        help="the Optuna dashboard on the service database, for one local user (no login; a "
+        "shared service serves it behind accounts at <api>/dashboard/)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument(

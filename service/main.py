@@ -18,6 +18,7 @@ from service.api.routes import (
     reports,
     users,
 )
+from service.dashboard import DashboardGate
 from service.db.migrate import upgrade
 from service.db.session import get_sessionmaker
 from service.db.uploads import adopt_legacy
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         redoc_url=None,
     )
     app.state.settings = settings
+    app.add_middleware(DashboardGate, settings=settings)  # /dashboard/, /api/...: its own paths
     app.add_middleware(JsonBodyGuard, max_bytes=settings.max_json_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     errors.install(app)

@@ -5,7 +5,8 @@ the stack up with 2 Ray workers of 1 CPU, makes an account and a token over the 
 4-trial digits job, waits for it to succeed, pulls the best model and scores it here, outside
 the stack, with plain PyTorch and ONNX Runtime (examples/load_bundle.py). On the way it checks
 what a deployer relies on: the scheduler is a Ray node with no CPUs, the database role is not a
-superuser, the dashboard's role can read but not write, the dashboard answers, and the ARM
+superuser, the read-only role can read but not write, the API's dashboard answers a token and
+refuses a request without one, and the ARM
 profiles' tracker is reachable from the scheduler. Everything is torn down, volumes included.
 Where dockerd can't run, the test is skipped with the reason.
 """
@@ -123,7 +124,6 @@ def test_stack_runs_a_job(dockerd: None, tmp_path: Path) -> None:
         "HWNAS_DASHBOARD_PG_PASSWORD": secrets.token_urlsafe(24),
         "HWNAS_ADMIN_TOKEN": admin,
         "HWNAS_API_PORT": str(api_port),
-        "HWNAS_DASHBOARD_PORT": str(_free_port()),
         "HWNAS_RAY_DASHBOARD_PORT": str(_free_port()),
         "HWNAS_RPC_TRACKER_PORT": str(_free_port()),
         "HWNAS_RAY_WORKER_CPUS": "1",
@@ -190,8 +190,10 @@ def test_stack_runs_a_job(dockerd: None, tmp_path: Path) -> None:
         assert read.returncode == 0 and int(read.stdout.strip()) >= 4, read
         write = _psql(stack, "hwnas_dashboard", dash_pw, "DELETE FROM trials")
         assert write.returncode != 0 and "permission denied" in write.stderr, write
-        studies = httpx.get(f"http://127.0.0.1:{env['HWNAS_DASHBOARD_PORT']}/api/studies")
+        auth = {"Authorization": f"Bearer {token}"}
+        studies = httpx.get(f"{base}/api/studies", headers=auth)  # the API's dashboard
         assert studies.status_code == 200 and f"job-{job_id}" in studies.text, studies.text[:500]
+        assert httpx.get(f"{base}/api/studies").status_code == 401  # never without a token
         tracker = _exec(
             stack,
             "scheduler",
