@@ -1,7 +1,9 @@
 """The OpenAPI document tells the truth: schemathesis runs every check it has (``--checks all``)
 against ``hwnas api`` on 127.0.0.1, with a test token, on SQLite and on PostgreSQL, and must find
 no server error and no conformance failure. ``schemathesis.toml`` in the project root states the
-two operations whose 422s no schema can predict (an upload's content, an extension's total)."""
+two operations whose 422s no schema can predict (an upload's content, an extension's total).
+The hooks in ``schemathesis_hooks.py`` add what JSON Schema cannot generate: every JSON body
+also sent with NaN, Infinity and 1e400 (422) and past 2 MiB (413)."""
 
 from __future__ import annotations
 
@@ -62,6 +64,13 @@ def test_schemathesis_finds_no_failures(db_url: str, tmp_path: Path) -> None:
                 time.sleep(0.5)
         paths = httpx.get(f"{base}/openapi.json", timeout=30).json()["paths"]
         operations = sum(len(ops) for ops in paths.values())
+        json_bodies = {
+            f"{method.upper()} {path}"
+            for path, ops in paths.items()
+            for method, op in ops.items()
+            if "application/json" in op.get("requestBody", {}).get("content", {})
+        }
+        hostile = tmp_path / "hostile.log"
         run = subprocess.run(
             [
                 st,
@@ -80,6 +89,11 @@ def test_schemathesis_finds_no_failures(db_url: str, tmp_path: Path) -> None:
                 "--no-color",
             ],
             cwd=ROOT,  # picks up schemathesis.toml
+            env={
+                **os.environ,
+                "SCHEMATHESIS_HOOKS": "tests.service.schemathesis_hooks",
+                "HWNAS_HOSTILE_LOG": str(hostile),
+            },
             capture_output=True,
             text=True,
             timeout=600,
@@ -93,5 +107,7 @@ def test_schemathesis_finds_no_failures(db_url: str, tmp_path: Path) -> None:
     summary = out.split("SUMMARY")[-1]
     assert f"Tested: {operations}" in summary, summary  # every operation, none skipped
     assert "failure" not in summary.lower() and " passed" in summary, summary
+    checked = {line.rsplit(" ", 1)[0] for line in hostile.read_text().splitlines()}
+    assert checked == json_bodies, (checked, json_bodies)  # NaN, 1e400, 2 MiB sent to each
     server_log = (tmp_path / "api.log").read_text()
     assert "Traceback" not in server_log, server_log[-3000:]
