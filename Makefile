@@ -11,12 +11,9 @@ export RAY_USAGE_STATS_ENABLED := 0
 	bench-probes bench-search bench-search-table bench-fidelity bench-service bench-faults bench-scale \
 	compose-images compose-test tune-profile
 
-$(STAMP): pyproject.toml
-	bash scripts/setup-system.sh
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	rm -f $(VENV)/.installed-* && touch $@
+$(STAMP): pyproject.toml  ## one line per step; the full output goes to build/setup.log
+	@bash scripts/setup.sh $(PYTHON) $(VENV)
+	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP)
 

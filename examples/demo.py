@@ -5,7 +5,8 @@ token for it over the API, then as that account, with the ``hwnas`` CLI: ``hwnas
 examples/demo-job.json, ``hwnas watch`` (each trial's stage and the ETA), ``hwnas pull``. Prints the
 Pareto front, downloads the most accurate Pareto model over the API, scores it with plain
 PyTorch and ONNX Runtime in a separate process (examples/load_bundle.py, no hwnas import), writes
-hwnas-out/summary.json and prints the Optuna dashboard command. Stops the server it started.
+hwnas-out/summary.json and the demo account's token (hwnas-out/demo-token, for the dashboard at
+/dashboard/ of ``make serve``). Stops the server it started.
 """
 
 from __future__ import annotations
@@ -226,12 +227,13 @@ def main() -> int:
     }
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"wrote {OUT / 'summary.json'} ({summary['wall_s']} s in all)")
+    token_file = OUT / "demo-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
     console.print(
-        "See the Pareto front in the Optuna dashboard:\n"
-        f"  {ROOT / '.venv' / 'bin' / 'optuna-dashboard'} sqlite:///{db} "
-        "--host 127.0.0.1 --port 8080\n"
-        "  then open http://127.0.0.1:8080 (study "
-        f"'job-{job_id}')"
+        "See the Pareto front in the Optuna dashboard: `make serve` (the same database), open "
+        f"http://127.0.0.1:8000/dashboard/ and sign in with the demo account's token in "
+        f"{token_file} (study 'job-{job_id}'; `hwnas --help` lists what else the CLI does)"
     )
     return 0
 
