@@ -1,5 +1,7 @@
 """``hwnas`` command line. On this host: serve (API + scheduler), api, scheduler, migrate, token,
-gc, dashboard, tune-profile. Against a service anywhere: submit, jobs, watch, pareto, pull."""
+gc, dashboard, tune-profile. Against a service anywhere (``HWNAS_URL``, ``HWNAS_TOKEN``):
+submit, jobs, watch, cancel, delete, extend, trials, pareto, best, report, pull, upload, me,
+tokens (:mod:`service.remote`)."""
 
 from __future__ import annotations
 
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("gc", help="remove what no job needs (deleted jobs' files, old caches)")
     p.add_argument("--dry-run", action="store_true", help="only report what would go")
     p.set_defaults(fn=cmd_gc)
-    from service.remote_cli import add_commands
+    from service.remote import add_commands
 
     add_commands(sub)
     args = parser.parse_args(argv)
@@ -255,7 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     install(logging.DEBUG if args.verbose else logging.INFO)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the remote commands' every request
-    result: int = args.fn(args)
+    try:
+        result: int = args.fn(args)
+    except BrokenPipeError:  # `hwnas gc | head`: the reader went away, not an error
+        from service.remote.base import quiet_stdout
+
+        quiet_stdout()
+        return 0
     return result
 
 
