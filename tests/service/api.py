@@ -1,10 +1,17 @@
-"""A TestClient on the app as an admin, and accounts made over the API, for the API tests."""
+"""A TestClient on the app as an admin, accounts made over the API, and the app served live on
+127.0.0.1 (uvicorn in a thread), for the API tests."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi.testclient import TestClient
 
 from service.main import create_app
@@ -40,3 +47,29 @@ def new_user(client: TestClient, name: str, **fields: Any) -> tuple[int, str]:
     r = client.post(f"/v1/users/{user_id}/tokens", json={"name": "tests"})
     assert r.status_code == 201, r.text
     return user_id, str(r.json()["token"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[str]:
+    """The app served by uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

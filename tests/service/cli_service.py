@@ -9,24 +9,18 @@ user runs ``hwnas``.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from service.db.models import JobStatus
 from service.db.queue import claim_job
 from service.db.session import get_sessionmaker
-from service.main import create_app
 from service.scheduler.controller import JobController
-from tests.service.api import admin_client, api_settings, new_user
+from tests.service.api import admin_client, api_settings, live_server, new_user
 from tests.service.inline import InlineExecutor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,12 +37,6 @@ SPEC: dict[str, Any] = {
     "prefilter": False,
     "seed": 3,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -71,28 +59,15 @@ def finished_job_service(
         assert claim_job(session=s, worker_id="t", stale_after_s=60) is not None
     status = JobController(settings, InlineExecutor(set()), job_id, "t").run()
     assert status == JobStatus.succeeded
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
+    with live_server(settings) as base:
         yield {
-            "url": f"http://127.0.0.1:{port}",
+            "url": base,
             "token": token,
             "user_id": user_id,
             "job_id": job_id,
             "settings": settings,
             "tmp": tmp,
         }
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def cli_env(service: dict[str, Any] | None = None, **extra: str) -> dict[str, str]:

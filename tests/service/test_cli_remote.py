@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.service.cli_service import ROOT, SPEC, cli_env, finished_job_service, free_port, run_cli
+from tests.service.api import free_port
+from tests.service.cli_service import ROOT, SPEC, cli_env, finished_job_service, run_cli
 
 HWNAS = f"{shlex.quote(sys.executable)} -m service.cli"
 

@@ -4,20 +4,15 @@ and lists their own studies by job name. Every request the pages make must go to
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
-from service.main import create_app
 from service.scheduler.study import open_study
 from service.schemas import JobSpec
-from tests.service.api import admin_client, api_settings, as_token, new_user
+from tests.service.api import admin_client, api_settings, as_token, live_server, new_user
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -34,12 +29,6 @@ JOB = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("pages")
@@ -53,18 +42,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             assert r.status_code == 201, r.text
             study = open_study(url, r.json()["id"], JobSpec.model_validate(r.json()["spec"]))
             study.tell(study.ask(), [0.9, 0.5])
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield {"base": f"http://127.0.0.1:{port}", "alice": alice, "tmp": tmp}
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_server(settings) as base:
+        yield {"base": base, "alice": alice, "tmp": tmp}
 
 
 @pytest.fixture(scope="module")

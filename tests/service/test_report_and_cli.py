@@ -8,25 +8,15 @@ is run once for the module through the controller, as an ordinary account.
 from __future__ import annotations
 
 import json
-import socket
 import struct
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from service.cli import main as hwnas
-from service.db.models import JobStatus
-from service.db.queue import claim_job
-from service.db.session import get_sessionmaker
-from service.main import create_app
-from service.scheduler.controller import JobController
-from tests.service.api import admin_client, api_settings, new_user
-from tests.service.inline import InlineExecutor
+from tests.service.cli_service import finished_job_service
 
 SPEC = {
     "name": "report-job",
@@ -45,37 +35,10 @@ SPEC = {
 CHROMIUM = "/usr/bin/chromium"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("report")
-    url = f"sqlite:///{tmp / 'hwnas.db'}"
-    settings = api_settings(url, tmp, verify=False, poll_interval_s=0.01)
-    with admin_client(settings) as admin:
-        _, token = new_user(admin, "viewer")
-        r = admin.post("/v1/jobs", json=SPEC, headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 201, r.text
-        job_id = r.json()["id"]
-    with get_sessionmaker(url)() as s:
-        assert claim_job(session=s, worker_id="t", stale_after_s=60) is not None
-    assert JobController(settings, InlineExecutor(set()), job_id, "t").run() == JobStatus.succeeded
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "token": token, "job_id": job_id, "tmp": tmp}
-    server.should_exit = True
-    thread.join(timeout=10)
+    with finished_job_service(tmp_path_factory.mktemp("report"), SPEC, verify=False) as live:
+        yield live
 
 
 def _cli(
