@@ -5,7 +5,6 @@ and lists their own studies by job name. Every request the pages make must go to
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +12,9 @@ import pytest
 from service.scheduler.study import open_study
 from service.schemas import JobSpec
 from tests.service.api import admin_client, api_settings, as_token, live_server, new_user
+from tests.service.browser import launch, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium: make setup installs it"
-)
+pytestmark = needs_chromium
 JOB = {
     "name": "alice-search",
     "dataset": "digits",
@@ -51,17 +48,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        b = launch(p)
         yield b
         b.close()
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from service.cli import main as hwnas
+from tests.service.browser import launch, needs_chromium
 from tests.service.cli_service import finished_job_service
 
 SPEC = {
@@ -32,7 +33,6 @@ SPEC = {
     "prefilter": False,
     "seed": 2,
 }
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_report_png_is_the_front(service: dict[str, Any]) -> None:
     assert width > 1000 and height > 300  # three objective pairs side by side
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium: make setup installs it")
+@needs_chromium
 def test_report_page_in_headless_chromium(service: dict[str, Any], tmp_path: Path) -> None:
     import httpx
     from playwright.sync_api import sync_playwright
@@ -102,17 +102,7 @@ def test_report_page_in_headless_chromium(service: dict[str, Any], tmp_path: Pat
     base, job_id = service["url"], service["job_id"]
     front = httpx.get(f"{base}/v1/jobs/{job_id}/pareto", headers=auth).json()["data"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = launch(p)
         try:
             page = browser.new_page(extra_http_headers=auth)
             response = page.goto(f"{base}/v1/jobs/{job_id}/report.html")
