@@ -144,7 +144,7 @@ def test_submit_rate_limit_is_429_with_retry_after(client: TestClient) -> None:
     assert codes == [201, 201, 201, 429]
     r = client.post("/v1/jobs", json=SMALL, headers=r_headers)
     assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
-    assert "3 jobs a minute" in r.json()["detail"]
+    assert "3 job submissions or extensions a minute" in r.json()["detail"]
     # the admin (quota-exempt) is not limited
     assert all(client.post("/v1/jobs", json=SMALL).status_code == 201 for _ in range(4))
 
