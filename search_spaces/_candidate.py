@@ -52,7 +52,10 @@ def default_format(wbits: int) -> str:
     return "float" if wbits >= 16 else "binary" if wbits == 1 else "int"
 
 
-FAMILIES = ("cnn", "mlp", "mbv2", "resnet")
+FAMILIES = ("cnn", "mlp", "mbv2", "resnet")  # built by hwnas; "network" is an upload
+NETWORK_NAME = r"^user/[a-z0-9][a-z0-9_-]{0,63}$"
+DIGEST = r"^[0-9a-f]{64}$"
+GROUP_NAME = r"^[A-Za-z0-9_.\-]{1,100}$"
 
 
 class Compression(BaseModel):
@@ -129,6 +132,22 @@ class Distill(BaseModel):
     relation: float = Field(default=0.0, ge=0.0, le=100_000.0)
 
 
+class GroupCompression(Compression):
+    """The compression of one layer group of an uploaded network (see ``search_spaces``'
+    network space)."""
+
+    name: str = Field(pattern=GROUP_NAME)
+
+
+class NetworkRef(BaseModel):
+    """Which upload a candidate compresses: its name and the archive's SHA-256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NETWORK_NAME)
+    digest: str = Field(pattern=DIGEST)
+
+
 class Stage(Compression):
     """``depth`` blocks of one width; compression per stage, or per block via ``blocks``.
 
@@ -169,19 +188,25 @@ class Candidate(BaseModel):
     recipe decides) sets how the candidate is distilled from its parent.
     Version-1 candidates (``layers`` instead of ``stages``) and version-2 ones (ternary written
     ``wbits: 2``) are upgraded on load.
+
+    Family ``network`` is an uploaded network: ``network`` names it and ``groups`` holds one
+    compression per layer group of it (no ``stages``; ``head_wbits`` / ``head_abits`` unused:
+    the head is a group like any other).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: int = SCHEMA_VERSION
     space: str
-    family: Literal["cnn", "mlp", "mbv2", "resnet"]
+    family: Literal["cnn", "mlp", "mbv2", "resnet", "network"]
     input_shape: tuple[Annotated[int, Field(ge=1, le=65_536)], ...] = Field(
         min_length=1, max_length=3
     )
     num_classes: int = Field(ge=2, le=10_000)
     stem_width: int | None = Field(default=None, ge=1, le=4096)
-    stages: tuple[Stage, ...] = Field(min_length=1, max_length=16)
+    stages: tuple[Stage, ...] = Field(default=(), max_length=16)
+    network: NetworkRef | None = None
+    groups: tuple[GroupCompression, ...] | None = Field(default=None, min_length=1, max_length=16)
     head_wbits: int = 8
     head_abits: int = 32
     distill: Distill | None = None
@@ -204,6 +229,13 @@ class Candidate(BaseModel):
             )
         return v
 
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: tuple[Stage, ...], info: ValidationInfo) -> tuple[Stage, ...]:
+        if not v and info.data.get("family") != "network":
+            raise ValueError("stages should have at least 1 item (every built-in family has)")
+        return v
+
     @field_validator("head_wbits")
     @classmethod
     def _head_wbits(cls, v: int) -> int:
@@ -218,6 +250,14 @@ class Candidate(BaseModel):
 
     @model_validator(mode="after")
     def _shape_matches_family(self) -> Candidate:
+        if self.family == "network":
+            if self.network is None or not self.groups or self.stages:
+                raise ValueError("a network candidate has network and groups, and no stages")
+            if len({g.name for g in self.groups}) != len(self.groups):
+                raise ValueError("group names must be unique")
+            return self
+        if self.network is not None or self.groups is not None:
+            raise ValueError(f"{self.family} has stages: network and groups are for uploads")
         image = self.family != "mlp"
         if image and len(self.input_shape) != 3:
             raise ValueError(f"{self.family} needs a (C, H, W) input_shape, got {self.input_shape}")
@@ -229,6 +269,13 @@ class Candidate(BaseModel):
 
     def arch_dict(self) -> dict[str, Any]:
         """The dense architecture only (what a trained parent is keyed by)."""
+        if self.network is not None:
+            return {
+                "family": "network",
+                "network": self.network.digest,
+                "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes,
+            }
         keys = {"depth", "width"}
         if self.family != "mlp":
             keys |= {"kernel", "stride"}
@@ -255,6 +302,11 @@ class Candidate(BaseModel):
         valid.
         """
         body = self.arch_dict()
+        if self.groups is not None:
+            body["groups"] = [{"name": g.name, **_hashed(g)} for g in self.groups]
+            if self.distill is not None:
+                body["distill"] = self.distill.model_dump()
+            return _digest(body)
         body["stages"] = [
             {**a, "blocks": [_hashed(s.block(i)) for i in range(s.depth)]}
             for a, s in zip(body["stages"], self.stages, strict=True)
@@ -265,10 +317,14 @@ class Candidate(BaseModel):
         return _digest(body)
 
     def block_count(self) -> int:
-        return sum(s.depth for s in self.stages)
+        return len(self.groups) if self.groups is not None else sum(s.depth for s in self.stages)
 
     def summary(self) -> str:
-        """One short line for tables: ``mbv2 [2x24 k3 e4 w8a8 p.25 r.5, ...]``."""
+        """One short line for tables: ``mbv2 [2x24 k3 e4 w8a8 p.25 r.5, ...]``; for an upload
+        ``net user/r18 [layer1 w8a8 p0.25 r0.5, ...]``."""
+        if self.network is not None and self.groups is not None:
+            comps = [f"{g.name} {_code(g)}" for g in self.groups]
+            return f"net {self.network.name} [{', '.join(comps)}]"
         parts = []
         for s in self.stages:
             arch = f"{s.depth}x{s.width}" if s.depth > 1 else f"{s.width}"
@@ -276,10 +332,7 @@ class Candidate(BaseModel):
                 arch += f" k{s.kernel}"
             if self.family == "mbv2":
                 arch += f" e{s.expand}"
-            comp = "mixed" if s.blocks else f"{_wname(s)}a{s.abits} p{s.prune:g} r{s.rank:g}"
-            if not s.blocks and s.sparsity:
-                comp += f" s{s.sparsity:g}"
-            parts.append(f"{arch} {comp}")
+            parts.append(f"{arch} {'mixed' if s.blocks else _code(s)}")
         return f"{self.family} [{', '.join(parts)}] head w{self.head_wbits}a{self.head_abits}"
 
 
@@ -330,6 +383,12 @@ def _hashed(c: Compression) -> dict[str, Any]:
     if not d["sparsity"]:
         del d["sparsity"]
     return d
+
+
+def _code(c: Compression) -> str:
+    """``w8a8 p0.25 r0.5`` (and `` s0.5`` when sparse)."""
+    out = f"{_wname(c)}a{c.abits} p{c.prune:g} r{c.rank:g}"
+    return out + (f" s{c.sparsity:g}" if c.sparsity else "")
 
 
 def _wname(c: Compression) -> str:

@@ -48,9 +48,11 @@ class _Explorer:
 
 
 def _key(space: SearchSpace) -> str:
+    network = getattr(space, "network", None)  # an upload's space: its groups name the genes
     return json.dumps(
         [
             type(space).__qualname__,
+            None if network is None else network.digest,
             space.granularity,
             space.context.model_dump(mode="json"),
             sorted((k, list(v)) for k, v in space.choices.items()),

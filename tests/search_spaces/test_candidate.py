@@ -72,7 +72,11 @@ def test_summary_shows_every_stage() -> None:
         (mlp(input_shape=[1, 8, 8]), "", "mlp needs a (features,) input_shape"),
         (mbv2(stem_width=None), "", "mbv2 needs stem_width"),
         (resnet(stem_width=None), "", "resnet needs stem_width"),
-        (cnn(family="vit"), "family", "Input should be 'cnn', 'mlp', 'mbv2' or 'resnet'"),
+        (
+            cnn(family="vit"),
+            "family",
+            "Input should be 'cnn', 'mlp', 'mbv2', 'resnet' or 'network'",
+        ),
         (cnn(stages=[]), "stages", "at least 1 item"),
         (cnn(surprise=1), "surprise", "Extra inputs are not permitted"),
         (with_stage0(dropout=0.1), "stages.0.dropout", "Extra inputs are not permitted"),
