@@ -32,12 +32,13 @@ from workers.dense import dense_candidate
 from workers.export import export_onnx, export_torchscript, write_card
 from workers.models import (
     LayerSpec,
-    build_model,
     count_params,
     example_input,
     spec_of,
     weight_layers,
 )
+from workers.networks.models import model_of
+from workers.networks.scores import normalized, uploaded_scores
 from workers.parents import trained_parent
 from workers.prefilter import prefilter
 from workers.probe import ProbeOptions
@@ -125,7 +126,12 @@ def _evaluate(req: EvalRequest) -> EvalResult:
         progress.report("pre-filter: probing the untrained structure")
         t0 = time.perf_counter()
         pre = prefilter(
-            cand, req.constraints, req.profiles, options, conv_method=recipe.conv_decomposition
+            cand,
+            req.constraints,
+            req.profiles,
+            options,
+            conv_method=recipe.conv_decomposition,
+            network=req.network,
         )
         clock.lap("prefilter")
         for name in req.profiles:  # the probes' own wall time, cache hits included
@@ -145,14 +151,21 @@ def _evaluate(req: EvalRequest) -> EvalResult:
     progress.report("loading data")
     data = _splits(req.dataset, req.split_seed, req.user_dir)
     progress.report("dense parent")
-    parent, hit = trained_parent(
-        cand,
-        dataset=req.dataset,
-        split_seed=req.split_seed,
-        recipe=recipe,
-        train_data=data.train,
-        cache_dir=Path(req.cache_dir),
-    )
+    hit: bool | None
+    if req.network is not None:  # the upload is the parent: nothing to train
+        data = normalized(data, req.network.description.normalization)
+        parent, hit = model_of(cand, req.network), None
+        parent_scores = uploaded_scores(parent, req, data)
+    else:
+        parent, hit = trained_parent(
+            cand,
+            dataset=req.dataset,
+            split_seed=req.split_seed,
+            recipe=recipe,
+            train_data=data.train,
+            cache_dir=Path(req.cache_dir),
+        )
+        parent_scores = (float((predict(parent, data.val) == data.val.y).mean()), None)
     clock.lap("parent")
 
     progress.report("compressing")
@@ -176,9 +189,10 @@ def _evaluate(req: EvalRequest) -> EvalResult:
         test_accuracy=test_acc,
         test_accuracy_ci95=test_ci,
         test_n=len(data.test.y) if req.export else None,
-        parent_accuracy=float((predict(parent, data.val) == data.val.y).mean()),
+        parent_accuracy=parent_scores[0],
+        parent_test_accuracy=parent_scores[1],
         size_bytes=size,
-        dense_size_bytes=packed_size(build_model(dense_candidate(cand))),
+        dense_size_bytes=packed_size(model_of(dense_candidate(cand), req.network)),
         params=count_params(child),
         macs=cost["macs"],
         bitops=cost["bitops"],
@@ -290,6 +304,31 @@ def _computes_as(spec: LayerSpec) -> str:
     return how
 
 
+def _network_card(req: EvalRequest, metrics: Metrics) -> dict[str, Any] | None:
+    """For a candidate of an uploaded network: which upload, and how this model compares."""
+    if req.network is None:
+        return None
+    desc = req.network.description
+    change = (
+        None
+        if metrics.test_accuracy is None or metrics.parent_test_accuracy is None
+        else round(metrics.test_accuracy - metrics.parent_test_accuracy, 6)
+    )
+    return {
+        "name": desc.name,
+        "sha256": desc.digest,
+        "normalization": desc.normalization.model_dump(mode="json"),
+        "uploaded_accuracy": metrics.parent_accuracy,
+        "uploaded_test_accuracy": metrics.parent_test_accuracy,
+        "test_accuracy_change": change,
+        "size_ratio_vs_yours": (
+            metrics.dense_size_bytes / metrics.size_bytes if metrics.dense_size_bytes else None
+        ),
+        "compared_with": "the uploaded model itself (its own weights, fp32): 'dense' in this "
+        "card and in verified.latency means yours",
+    }
+
+
 def card(
     cand: Candidate,
     req: EvalRequest,
@@ -326,7 +365,13 @@ def card(
             **data.describe(),
             "test_indices": None if test.index is None else test.index.tolist(),
         },
-        "input": {"name": "input", "shape": [None, *cand.input_shape], "dtype": "float32"},
+        "input": {
+            "name": "input",
+            "shape": [None, *cand.input_shape],
+            "dtype": "float32",
+            "preprocessing": data.preprocessing,
+        },
+        "network": _network_card(req, metrics),
         "files": {
             "onnx": "model.onnx",
             "torchscript": "model.pt",

@@ -19,7 +19,7 @@ from workers.models import example_input
 from workers.probe import ProbeOptions
 from workers.probe.actor import probe_warm
 from workers.probe.structure import structural_model
-from workers.records import Metrics, PrefilterResult
+from workers.records import Metrics, NetworkSource, PrefilterResult
 from workers.scoring import Constraint, rejections
 
 _CHECK = 32  # inputs for the compiled-vs-PyTorch numerics check of the untrained structure
@@ -32,6 +32,7 @@ def prefilter(
     options: ProbeOptions,
     *,
     conv_method: str = "tucker2",
+    network: NetworkSource | None = None,
 ) -> PrefilterResult:
     """Measure what ``constraints`` bound on the structure of ``cand`` (factorized with the
     job's ``conv_method``, so it is the structure the trained candidate will have).
@@ -39,7 +40,7 @@ def prefilter(
     Every profile is probed: a rejected trial still reports all its objectives. A latency from
     a partly untuned probe never rejects.
     """
-    net = structural_model(cand, conv_method=conv_method)
+    net = structural_model(cand, conv_method=conv_method, network=network)
     example = example_input(cand)
     g = torch.Generator().manual_seed(0)
     check = torch.randn(_CHECK, *example.shape[1:], generator=g)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from search_spaces import Candidate
+from search_spaces import Candidate, NetworkDescription
 from workers.scoring import Constraint
 
 Tuning = Literal["metaschedule", "untuned", "default-gpu"]
@@ -153,6 +153,10 @@ class Metrics(_Record):
     test_accuracy_ci95: tuple[float, float] | None = None
     test_n: int | None = None
     parent_accuracy: float | None = None
+    parent_test_accuracy: float | None = Field(
+        default=None,
+        description="an uploaded network's own test accuracy (what it is compared with)",
+    )
     size_bytes: int
     dense_size_bytes: int | None = None
     params: int | None = None
@@ -168,6 +172,13 @@ class PrefilterResult(_Record):
     latency: dict[str, ProbeStats]
     violations: dict[str, float] = Field(description="broken constraints: relative excess")
     rejected: bool
+
+
+class NetworkSource(_Record):
+    """Where an uploaded network's archive lies and how it is grouped (for its candidates)."""
+
+    store: str = Field(description="the network store: <store>/<sha256>.pt2")
+    description: NetworkDescription
 
 
 class EvalRequest(_Record):
@@ -192,6 +203,9 @@ class EvalRequest(_Record):
     num_gpus: float = 0.0
     progress_path: str | None = Field(
         default=None, description="where the worker reports the trial's stage (workers.progress)"
+    )
+    network: NetworkSource | None = Field(
+        default=None, description="the uploaded network a 'network' candidate compresses"
     )
 
 
@@ -233,6 +247,7 @@ class VerifyRequest(_Record):
     tune_budget_s: float = Field(default=0.0, description="for dense parents' new tasks")
     windows: int = Field(default=3, ge=1, le=20)
     num_gpus: float = 0.0
+    network: NetworkSource | None = None
 
 
 class Verified(_Record):

@@ -122,7 +122,7 @@ def dense_library(cand: Candidate, profile_name: str, req: VerifyRequest) -> tup
     its library path, tuning kind and whether any of its tasks stayed untuned."""
     profile = get_profile(profile_name)
     target = resolve_target(profile)
-    net = structural_model(dense_candidate(cand))
+    net = structural_model(dense_candidate(cand), network=req.network)
     from workers.models import example_input
 
     dep, _ = deployable(net, profile)

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn.utils import parametrize
 
-from workers.models import Net, spec_of, weight_layers
+from workers.models import CompressibleNet, spec_of, weight_layers
 
 _ITERS = 25
 
@@ -66,7 +66,7 @@ class ClusteredWeight(nn.Module):
         return self.codebook[self.index] * self.mask
 
 
-def attach_clusters(net: Net) -> int:
+def attach_clusters(net: CompressibleNet) -> int:
     """Cluster every ``kmeans`` layer's (current) weights, in place; returns how many."""
     count = 0
     for _, layer in weight_layers(net):

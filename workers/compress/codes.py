@@ -10,7 +10,7 @@ lowering, the bias snap) calls it, so they agree by construction:
   per channel, so both extremes are reachable;
 - ``ternary``: {-1, 0, 1} with the TWN threshold 0.7 * mean |w| and scale the mean |w| above it
   (Li & Liu 2016);
-- ``binary``: {-1, 1} (sign, 0 -> +1) with scale mean |w| (XNOR-Net, per channel).
+- ``binary``: {-1, 1} (sign, 0 -> +1) with scale mean |w| (XNOR-CompressibleNet, per channel).
 
 Every code is idempotent on its own output: re-coding baked weights gives back the same
 values, which is what lets the packed file, the exports and the probe re-derive levels from the

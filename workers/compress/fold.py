@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workers.models import Net, get_module, set_module
+from workers.models import CompressibleNet, get_module, set_module
 
 
 def _last_conv(module: nn.Module) -> nn.Conv2d:
@@ -16,7 +16,7 @@ def _last_conv(module: nn.Module) -> nn.Conv2d:
     raise TypeError(f"cannot fold BatchNorm into {type(module).__name__}")
 
 
-def fold_batchnorm(net: Net) -> Net:
+def fold_batchnorm(net: CompressibleNet) -> CompressibleNet:
     """Replace each recorded ``conv -> bn`` pair by one biased conv (eval numerics), in place."""
     for conv_path, bn_path in net.conv_bn:
         bn = get_module(net, bn_path)

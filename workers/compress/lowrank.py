@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from workers.compress.rounding import round_channels
-from workers.models import Net, conv_like, get_module, set_module, spec_of
+from workers.models import CompressibleNet, conv_like, get_module, set_module, spec_of
 
 ConvMethod = Literal["tucker2", "svd"]
 
@@ -125,8 +125,8 @@ def _choose(layer: nn.Conv2d | nn.Linear, fraction: float, energy: float | None)
 
 
 def factorize_model(
-    net: Net, *, conv_method: ConvMethod = "tucker2", energy: float | None = None
-) -> Net:
+    net: CompressibleNet, *, conv_method: ConvMethod = "tucker2", energy: float | None = None
+) -> CompressibleNet:
     """Factorize every conv / linear whose ``hw.rank`` < 1, in place (see module docstring)."""
     targets = [
         (name, m)

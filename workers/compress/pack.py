@@ -22,7 +22,7 @@ from search_spaces import default_format
 from workers.compress.cluster import codebook_of
 from workers.compress.codes import weight_levels
 from workers.compress.quantize import ActQuant
-from workers.models import LayerSpec, Net, spec_of, weight_layers
+from workers.models import CompressibleNet, LayerSpec, spec_of, weight_layers
 
 
 def pack_levels(q: NDArray[np.int32], bits: int) -> NDArray[np.uint8]:
@@ -75,7 +75,9 @@ def _layer_tensors(name: str, w: torch.Tensor, spec: LayerSpec) -> dict[str, np.
     return out
 
 
-def packed_tensors(net: Net) -> tuple[dict[str, np.ndarray], dict[str, dict[str, object]]]:
+def packed_tensors(
+    net: CompressibleNet,
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, object]]]:
     """The arrays a deployed model needs, and per-layer metadata (format, bits, shape)."""
     tensors: dict[str, np.ndarray] = {}
     meta: dict[str, dict[str, object]] = {}
@@ -99,7 +101,7 @@ def packed_tensors(net: Net) -> tuple[dict[str, np.ndarray], dict[str, dict[str,
     return tensors, meta
 
 
-def serialize(net: Net) -> bytes:
+def serialize(net: CompressibleNet) -> bytes:
     """The packed weights as safetensors bytes (arrays + a compact header: names, dtypes,
     shapes, and each layer's bits: ``[wbits, abits]``, plus its format where that is not the
     one ``wbits`` implies, and ``"sparse"`` for a masked layer)."""
@@ -117,7 +119,7 @@ def serialize(net: Net) -> bytes:
     return save(tensors, metadata={"hwnas.bits": json.dumps(bits, separators=(",", ":"))})
 
 
-def write_packed(path: Path, net: Net) -> int:
+def write_packed(path: Path, net: CompressibleNet) -> int:
     """Write the packed weights to ``path``; return the file's size in bytes (the size a
     candidate reports: weights + scales + header, measured, not estimated)."""
     blob = serialize(net)
@@ -125,6 +127,6 @@ def write_packed(path: Path, net: Net) -> int:
     return path.stat().st_size
 
 
-def packed_size(net: Net) -> int:
+def packed_size(net: CompressibleNet) -> int:
     """Bytes of the serialized packed weights (what :func:`write_packed` would write)."""
     return len(serialize(net))

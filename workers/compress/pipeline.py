@@ -25,14 +25,14 @@ from workers.compress.quantize import (
 )
 from workers.compress.sparse import bake_masks, remask, sparsify_model
 from workers.data import Split
-from workers.models import Net, spec_of, weight_layers
+from workers.models import CompressibleNet, spec_of, weight_layers
 from workers.train import Recipe, batches, fit, subset
 
 
-def _finetuner(train: Split, recipe: Recipe, teacher: Net | None):  # type: ignore[no-untyped-def]
+def _finetuner(train: Split, recipe: Recipe, teacher: CompressibleNet | None):  # type: ignore[no-untyped-def]
     ft = subset(train, recipe.train_subset, recipe.seed)
 
-    def finetune(net: Net, epochs: int = 1, stage: str = "fine-tuning epoch") -> None:
+    def finetune(net: CompressibleNet, epochs: int = 1, stage: str = "fine-tuning epoch") -> None:
         fit(
             net,
             ft,
@@ -46,7 +46,7 @@ def _finetuner(train: Split, recipe: Recipe, teacher: Net | None):  # type: igno
     return ft, finetune
 
 
-def shrink(parent: Net, train: Split, recipe: Recipe) -> Net:
+def shrink(parent: CompressibleNet, train: Split, recipe: Recipe) -> CompressibleNet:
     """A copy of ``parent`` pruned (its channel groups' ratios), factorized (each layer's
     ``hw.rank``), magnitude-sparsified (each layer's ``hw.sparsity``) and fine-tuned, with KD
     from ``parent`` when ``recipe.kd``; BN not yet folded, zeros baked into the weights."""
@@ -75,8 +75,8 @@ def shrink(parent: Net, train: Split, recipe: Recipe) -> Net:
 
 
 def quantize_child(
-    child: Net, train: Split, recipe: Recipe, teacher: Net | None
-) -> tuple[Net, dict[str, Any]]:
+    child: CompressibleNet, train: Split, recipe: Recipe, teacher: CompressibleNet | None
+) -> tuple[CompressibleNet, dict[str, Any]]:
     """Fold BN, calibrate activation quantizers, then PTQ (every weight >= 8 bits, or
     ``quant="ptq"``) or QAT (fake-quant fine-tune with KD from ``teacher``; k-means layers
     clustered and their centroids fine-tuned in the same pass, zeros of sparse layers kept),
@@ -105,7 +105,9 @@ def quantize_child(
     return child.eval(), info
 
 
-def compress(parent: Net, train: Split, recipe: Recipe) -> tuple[Net, dict[str, Any]]:
+def compress(
+    parent: CompressibleNet, train: Split, recipe: Recipe
+) -> tuple[CompressibleNet, dict[str, Any]]:
     """The whole order on a copy of ``parent``; the choices come from its ``hw`` annotations
     and channel groups (set by the builder from the candidate)."""
     return quantize_child(shrink(parent, train, recipe), train, recipe, parent)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers.compress.rounding import round_channels
-from workers.models import ChannelGroup, Net, conv_like, get_module, set_module
+from workers.models import ChannelGroup, CompressibleNet, conv_like, get_module, set_module
 
 Criterion = Literal["l1", "bn_gamma", "taylor"]
 CRITERIA: tuple[Criterion, ...] = ("l1", "bn_gamma", "taylor")
@@ -33,7 +33,7 @@ def keep_count(width: int, ratio: float) -> int:
     return round_channels(max(1, width - round(ratio * width)), width)
 
 
-def group_width(net: Net, group: ChannelGroup) -> int:
+def group_width(net: CompressibleNet, group: ChannelGroup) -> int:
     for m in group.members:
         mod = get_module(net, m.path)
         if isinstance(mod, nn.Sequential):
@@ -50,7 +50,7 @@ def _normalised(x: torch.Tensor) -> torch.Tensor:
 
 
 def importance(
-    net: Net,
+    net: CompressibleNet,
     group: ChannelGroup,
     criterion: Criterion,
     grads: dict[str, torch.Tensor] | None = None,
@@ -82,7 +82,7 @@ def importance(
 
 
 def taylor_grads(
-    net: Net, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    net: CompressibleNet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
 ) -> dict[str, torch.Tensor]:
     """Accumulated dL/dw of every parameterised module, over ``batches`` (eval-mode BN)."""
     net.eval()
@@ -98,7 +98,7 @@ def taylor_grads(
     return grads
 
 
-def prune_group(net: Net, group: ChannelGroup, keep: torch.Tensor) -> None:
+def prune_group(net: CompressibleNet, group: ChannelGroup, keep: torch.Tensor) -> None:
     """Keep only channels ``keep`` (sorted indices) of ``group`` in every member, in place."""
     for m in group.members:
         old = get_module(net, m.path)
@@ -110,13 +110,13 @@ def prune_group(net: Net, group: ChannelGroup, keep: torch.Tensor) -> None:
 
 
 def prune_model(
-    net: Net,
+    net: CompressibleNet,
     criterion: Criterion = "l1",
     *,
     steps: int = 1,
     batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None,
-    finetune: Callable[[Net], None] | None = None,
-) -> Net:
+    finetune: Callable[[CompressibleNet], None] | None = None,
+) -> CompressibleNet:
     """Prune every group of ``net`` to its ``ratio``, in place.
 
     Args:
@@ -127,6 +127,10 @@ def prune_model(
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown prune criterion {criterion!r}; known: {CRITERIA}")
+    own = getattr(net, "prune_channels", None)
+    if callable(own):  # an uploaded network: torch-pruning's dependency graph (workers.networks)
+        own(criterion, steps=steps, batches=batches, finetune=finetune)
+        return net
     widths = {g.name: group_width(net, g) for g in net.groups}
     for step in range(1, steps + 1):
         grads = None

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from workers.compress.codes import channel_scales, coded, qmax, weight_levels  # noqa: F401
-from workers.models import LayerSpec, Net, set_module, spec_of, weight_layers
+from workers.models import CompressibleNet, LayerSpec, set_module, spec_of, weight_layers
 
 Observer = Literal["minmax", "percentile", "mse"]
 OBSERVERS: tuple[Observer, ...] = ("minmax", "percentile", "mse")
@@ -200,7 +200,7 @@ class QuantInput(nn.Module):
         return out
 
 
-def attach_act_quant(net: Net, observer: Observer = "minmax") -> list[ActQuant]:
+def attach_act_quant(net: CompressibleNet, observer: Observer = "minmax") -> list[ActQuant]:
     """Put an :class:`ActQuant` before every layer whose ``hw.abits`` < 32, in place."""
     if observer not in OBSERVERS:
         raise ValueError(f"unknown observer {observer!r}; known: {OBSERVERS}")
@@ -215,7 +215,7 @@ def attach_act_quant(net: Net, observer: Observer = "minmax") -> list[ActQuant]:
 
 
 @torch.no_grad()
-def calibrate(net: Net, batches: Iterable[torch.Tensor]) -> int:
+def calibrate(net: CompressibleNet, batches: Iterable[torch.Tensor]) -> int:
     """Run ``batches`` through ``net`` to set every ActQuant's range; returns their count."""
     quants = [m for m in net.modules() if isinstance(m, ActQuant)]
     for q in quants:
@@ -233,7 +233,7 @@ def _coded_layer(spec: LayerSpec) -> bool:
 
 
 @torch.no_grad()
-def quantize_weights(net: Net, observer: str = "minmax") -> Net:
+def quantize_weights(net: CompressibleNet, observer: str = "minmax") -> CompressibleNet:
     """PTQ of weights: round every layer below 32 bits to its code, in place (k-means layers
     are coded by their codebook, see :mod:`workers.compress.cluster`)."""
     for _, layer in weight_layers(net):
@@ -243,7 +243,7 @@ def quantize_weights(net: Net, observer: str = "minmax") -> Net:
     return net
 
 
-def attach_fake_quant(net: Net) -> Net:
+def attach_fake_quant(net: CompressibleNet) -> CompressibleNet:
     """QAT: code every weight below 32 bits (``hw``) in the forward pass (STE backward),
     after any sparsity mask already attached."""
     for _, layer in weight_layers(net):
@@ -269,7 +269,7 @@ def parametrization_of(layer: nn.Module, kind: type[P]) -> P | None:
     return next((p for p in weight_parametrizations(layer) or [] if isinstance(p, kind)), None)
 
 
-def bake(net: Net) -> Net:
+def bake(net: CompressibleNet) -> CompressibleNet:
     """Remove the parametrizations, keeping the quantized values as the plain weights."""
     for _, layer in weight_layers(net):
         if parametrize.is_parametrized(layer, "weight"):
@@ -288,7 +288,7 @@ def _int8_inputs(net: nn.Module) -> list[QuantInput]:
     return out
 
 
-def qdq_weights(net: Net) -> Net:
+def qdq_weights(net: CompressibleNet) -> CompressibleNet:
     """For ONNX export, in place: QDQ exactly where ONNX Runtime's int8 path computes what
     PyTorch does.
 
@@ -316,7 +316,7 @@ def qdq_weights(net: Net) -> Net:
 
 
 @torch.no_grad()
-def snap_bias(net: Net) -> Net:
+def snap_bias(net: CompressibleNet) -> CompressibleNet:
     """Put the bias of every layer ONNX Runtime runs as int8 on its int32 grid
     (``float32(x_scale) * w_scale[c]``), in place, so ORT's WeightBiasQuantization (which
     rounds a float bias to that grid) changes nothing. Moves each bias by at most half a step
@@ -332,7 +332,7 @@ def snap_bias(net: Net) -> Net:
     return net
 
 
-def without_act_quant(net: Net) -> Net:
+def without_act_quant(net: CompressibleNet) -> CompressibleNet:
     """A copy of ``net`` with the activation quantizers removed (the float graph of the same
     structure and weights), e.g. for a probe that lowers float ops."""
     import copy

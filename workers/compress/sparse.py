@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from workers.compress.quantize import parametrization_of, weight_parametrizations
-from workers.models import Net, spec_of, weight_layers
+from workers.models import CompressibleNet, spec_of, weight_layers
 
 Scope = Literal["layer", "global"]
 SCOPES: tuple[Scope, ...] = ("layer", "global")
@@ -41,7 +41,7 @@ class WeightMask(nn.Module):
         return w * self.mask
 
 
-def _sparse_layers(net: Net) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
+def _sparse_layers(net: CompressibleNet) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
     return [(n, m) for n, m in weight_layers(net) if spec_of(m).sparsity > 0]
 
 
@@ -62,7 +62,7 @@ def _keep(w: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def set_sparsity(net: Net, fraction: float = 1.0, scope: Scope = "layer") -> int:
+def set_sparsity(net: CompressibleNet, fraction: float = 1.0, scope: Scope = "layer") -> int:
     """Mask ``fraction`` of each sparse layer's target sparsity (1 = the full target), by
     magnitude; returns the number of layers masked. Attaches the masks the first time."""
     if scope not in SCOPES:
@@ -96,10 +96,10 @@ def set_sparsity(net: Net, fraction: float = 1.0, scope: Scope = "layer") -> int
 
 
 def sparsify_model(
-    net: Net,
+    net: CompressibleNet,
     steps: int = 1,
     scope: Scope = "layer",
-    finetune: Callable[[Net, int], None] | None = None,
+    finetune: Callable[[CompressibleNet, int], None] | None = None,
 ) -> int:
     """Magnitude-prune ``net`` to each layer's ``hw.sparsity`` in ``steps`` rounds (cubic
     schedule), fine-tuning one epoch between rounds; masks stay attached (bake with
@@ -116,7 +116,7 @@ def sparsify_model(
     return count
 
 
-def bake_masks(net: Net) -> Net:
+def bake_masks(net: CompressibleNet) -> CompressibleNet:
     """Leave the masked values as plain weights (zeros where pruned), in place."""
     for _, layer in weight_layers(net):
         if parametrization_of(layer, WeightMask) is not None:
@@ -124,7 +124,7 @@ def bake_masks(net: Net) -> Net:
     return net
 
 
-def remask(net: Net) -> int:
+def remask(net: CompressibleNet) -> int:
     """Attach masks that keep a baked sparse layer's zeros at zero (for QAT after folding)."""
     count = 0
     for _, layer in _sparse_layers(net):

@@ -2,6 +2,7 @@
 
 from workers.models._blocks import (
     BasicBlock,
+    CompressibleNet,
     ConvBNAct,
     DenseBlock,
     InvertedResidual,
@@ -23,6 +24,7 @@ from workers.models._spec import (
 __all__ = [
     "BasicBlock",
     "ChannelGroup",
+    "CompressibleNet",
     "ConvBNAct",
     "DenseBlock",
     "InvertedResidual",

@@ -75,7 +75,16 @@ class BasicBlock(nn.Module):
         return out
 
 
-class Net(nn.Module):
+class CompressibleNet(nn.Module):
+    """What the compression passes read off a network: its channel groups (hwnas's own
+    structured pruning; a network may prune itself instead with a ``prune_channels`` method),
+    its (conv, BatchNorm) pairs by module path, and ``hw`` on every conv / linear."""
+
+    groups: list[ChannelGroup]
+    conv_bn: list[tuple[str, str]]
+
+
+class Net(CompressibleNet):
     """stem -> stages -> (global average pool) -> head, plus what compression needs to know."""
 
     def __init__(self, family: str, stem: nn.Module, stages: list[nn.Sequential], head: nn.Linear):

@@ -23,15 +23,25 @@ from workers.compress.quantize import (
     snap_bias,
 )
 from workers.compress.sparse import bake_masks, set_sparsity
-from workers.models import Net, build_model, example_input
+from workers.models import CompressibleNet, example_input
+from workers.records import NetworkSource
 
 
 @torch.no_grad()
-def structural_model(cand: Candidate, seed: int = 0, conv_method: str = "tucker2") -> Net:
+def structural_model(
+    cand: Candidate,
+    seed: int = 0,
+    conv_method: str = "tucker2",
+    network: NetworkSource | None = None,
+) -> CompressibleNet:
     """The untrained ``cand`` compressed as the real pipeline would shape it; ``conv_method``
-    is the job's ``conv_decomposition`` (``tucker2`` or ``svd``): it changes the structure."""
+    is the job's ``conv_decomposition`` (``tucker2`` or ``svd``): it changes the structure.
+    An uploaded network (``network``) starts from its own weights: pruning keeps the same
+    channel counts whatever the weights, so the structure is the trained candidate's."""
+    from workers.networks.models import model_of
+
     torch.manual_seed(seed)
-    net = build_model(cand).eval()
+    net = model_of(cand, network).eval()
     prune_model(net, "l1")
     factorize_model(net, conv_method=conv_method)  # type: ignore[arg-type]
     set_sparsity(net)
