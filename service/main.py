@@ -14,6 +14,7 @@ from service.api.routes import (
     events,
     jobs,
     models,
+    networks,
     ops,
     reports,
     users,
@@ -48,6 +49,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     errors.install(app)
     errors.document_body_limit(app)
     docs.install(app)
-    for module in (jobs, events, reports, models, datasets, users, audit, catalog, ops):
+    for module in (jobs, events, reports, models, datasets, networks, users, audit, catalog, ops):
         app.include_router(module.router)
     return app

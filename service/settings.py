@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="largest dataset once decoded (float32 images, int64 labels), checked "
         "from the upload's zip and .npy headers before anything is decompressed",
     )
+    max_network_bytes: int = Field(
+        default=256 * 2**20,
+        ge=1,
+        description="largest network upload (a torch.export archive, request body bytes)",
+    )
     max_classes: int = Field(
         default=1000,
         ge=2,
@@ -125,6 +130,11 @@ class Settings(BaseSettings):
     def progress_file(self, job_id: int, number: int) -> Path:
         """Where trial ``number`` of job ``job_id`` reports its stage (workers.progress)."""
         return self.job_dir(job_id) / "progress" / f"trial-{number:05d}.json"
+
+    @property
+    def networks_dir(self) -> Path:
+        """Uploaded networks, one archive per content: ``<digest>.pt2`` (workers read it)."""
+        return Path(self.artifact_dir).resolve() / "networks"
 
     def datasets_dir(self, owner_id: int) -> Path:
         """The uploads of account ``owner_id``: its jobs' ``user/<name>`` resolve here."""

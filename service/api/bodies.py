@@ -23,7 +23,7 @@ from starlette.types import Message as AsgiMessage
 from service.api.quoting import quote
 
 # (method, path) of routes whose body is not JSON and has its own limit (max_upload_bytes)
-RAW_BODY_ROUTES = frozenset({("POST", "/v1/datasets")})
+RAW_BODY_ROUTES = frozenset({("POST", "/v1/datasets"), ("POST", "/v1/networks")})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Read and dropped after a 413 so that a client still sending can read the answer (closing a
 # socket with unread data resets it); beyond this much the connection is simply closed.

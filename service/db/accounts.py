@@ -21,6 +21,7 @@ from service.db.models import (
     AuditEvent,
     Dataset,
     Job,
+    Network,
     User,
     utcnow,
 )
@@ -119,8 +120,8 @@ def _or(value: int | None, default: int) -> int:
 
 def usage(*, session: Session, user_id: int, settings: Settings) -> dict[str, int]:
     """What an account holds now: active jobs, the trials they may still ask for, and the bytes
-    of its uploads and job artifacts (walked on disk: what a deleted job left counts until
-    it is collected)."""
+    of its uploads (datasets and networks) and job artifacts (walked on disk: what a deleted
+    job left counts until it is collected)."""
     active = session.execute(
         select(Job.id, Job.spec, Job.trials_complete).where(
             Job.owner_id == user_id, Job.status.in_(ACTIVE)
@@ -130,13 +131,16 @@ def usage(*, session: Session, user_id: int, settings: Settings) -> dict[str, in
     uploads = session.scalar(
         select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.owner_id == user_id)
     )
+    networks = session.scalar(
+        select(func.coalesce(func.sum(Network.size_bytes), 0)).where(Network.owner_id == user_id)
+    )
     job_ids = session.scalars(select(Job.id).where(Job.owner_id == user_id)).all()
     root = Path(settings.artifact_dir).resolve() / "jobs"
     artifacts = sum(_tree_bytes(root / str(j)) for j in job_ids)
     return {
         "active_jobs": len(active),
         "active_trials": trials,
-        "storage_bytes": int(uploads or 0) + artifacts,
+        "storage_bytes": int(uploads or 0) + int(networks or 0) + artifacts,
     }
 
 

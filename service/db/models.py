@@ -1,5 +1,5 @@
 """ORM models: accounts (users, API tokens), the audit log, and what users own (jobs with their
-trials, uploaded datasets). Optuna's tables sit beside these, unlinked."""
+trials, uploaded datasets and networks). Optuna's tables sit beside these, unlinked."""
 
 from __future__ import annotations
 
@@ -116,6 +116,25 @@ class Dataset(Base):
         ForeignKey("hwnas_users.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Network(Base):
+    """An uploaded trained model: a torch.export archive stored once per content as
+    ``<networks dir>/<digest>.pt2``; ``info`` is its description (input, classes, layer groups,
+    normalization). Jobs of its owner name it ``user/<name>``."""
+
+    __tablename__ = "hwnas_networks"
+    __table_args__ = (UniqueConstraint("owner_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("hwnas_users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     info: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -111,11 +111,19 @@ def add_commands(sub: Any) -> None:
     p = command(
         "upload",
         transfer.upload,
-        "upload a dataset (.npz: x_train, y_train, x_test, y_test [, x_val, y_val])",
-        usage="hwnas upload [-h] [dataset] FILE [--name NAME] [--json] [service options]",
+        "upload a dataset (.npz: x_train, y_train, x_test, y_test [, x_val, y_val]) or a trained "
+        "network (.pt2: torch.export.save)",
+        usage="hwnas upload [-h] [dataset|network] FILE [--name NAME] [--mean M,.. --std S,..] "
+        "[--json] [service options]",
     )
-    p.add_argument("target", nargs="+", metavar="[dataset] FILE", help="the file (.npz)")
+    p.add_argument(
+        "target", nargs="+", metavar="[dataset|network] FILE", help="the file (.npz or .pt2)"
+    )
     p.add_argument("--name", help="stored as user/<name> (default: the file's name)")
+    p.add_argument(
+        "--mean", help="a network's input normalization: per-channel means, comma-separated"
+    )
+    p.add_argument("--std", help="... and standard deviations (inputs are pixels / 255)")
     _json(p)
     p = command("me", account.me, "your account: admin or not, quotas and what you use")
     _json(p)

@@ -10,12 +10,14 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from service.client import Client
 from service.remote.base import UserError, print_json
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # the service's dataset names
-KINDS = {".npz": "dataset"}  # what `upload` takes, by extension (networks: not yet)
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # the service's dataset and network names
+KINDS = {".npz": "dataset", ".pt2": "network"}  # what `upload` takes, by extension
+ROUTES = {"dataset": "/v1/datasets", "network": "/v1/networks"}
 CHUNK = 1 << 20
 
 
@@ -67,10 +69,12 @@ def _kind_and_file(target: list[str]) -> tuple[str, Path]:
     ext = path.suffix.lower()
     if len(target) == 2 and target[0] not in KINDS.values():
         raise UserError(
-            f"cannot upload a {target[0]!r}: only datasets (.npz files) are accepted so far"
+            f"cannot upload a {target[0]!r}: datasets (.npz) and networks (.pt2, torch.export) "
+            "are taken"
         )
     if ext not in KINDS:
-        raise UserError(f"{path}: only .npz datasets are accepted so far")
+        hint = " (ONNX is not taken: export with torch.export)" if ext == ".onnx" else ""
+        raise UserError(f"{path}: take an .npz dataset or a .pt2 network (torch.export.save){hint}")
     kind = KINDS[ext]
     if len(target) == 2 and target[0] != kind:
         raise UserError(f"{path}: a {ext} file is a {kind}, not a {target[0]}")
@@ -84,29 +88,44 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 
 def upload(client: Client, args: argparse.Namespace) -> int:
-    """POST /v1/datasets?name=: the raw bytes of an .npz (jobs then name ``user/<name>``)."""
+    """POST /v1/datasets?name= (an .npz) or /v1/networks?name= (a .pt2, with --mean / --std):
+    the file's raw bytes; jobs then name ``user/<name>``."""
     kind, path = _kind_and_file(args.target)
     if not path.is_file():
         raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     name = args.name or path.stem.lower()
     if not NAME.match(name):
         raise UserError(
-            f"{name!r} is not a dataset name (lowercase letters, digits, _ and -, starting with "
+            f"{name!r} is not a {kind} name (lowercase letters, digits, _ and -, starting with "
             "a letter or digit, at most 64): pass --name"
         )
     size = path.stat().st_size
     with path.open("rb"):  # readable now: a clean error, not one mid-request
         pass
     t0 = time.monotonic()
+    params: dict[str, Any] = {"name": name}
+    if kind == "network" and (args.mean or args.std):
+        params |= {"mean": _floats(args.mean, "--mean"), "std": _floats(args.std, "--std")}
+    elif args.mean or args.std:
+        raise UserError("--mean and --std describe a network's input, not a dataset")
     ds = client.json(
         "POST",
-        "/v1/datasets",
-        params={"name": name},
+        ROUTES[kind],
+        params=params,
         content=_chunks(path),
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
     )
     if args.json:
         print_json(ds)
+        return 0
+    if kind == "network":
+        groups = ", ".join(g["name"] for g in ds["groups"])
+        print(
+            f"network {ds['name']}: {size} bytes in {time.monotonic() - t0:.1f} s; input "
+            f"{tuple(ds['input_shape'])}, {ds['num_classes']} classes, {ds['layers']} layers in "
+            f"{len(ds['groups'])} groups ({groups})"
+        )
+        print(f'jobs use it as "space": "network", "network": "{ds["name"]}"')
         return 0
     print(
         f"{kind} {ds['name']}: {size} bytes in {time.monotonic() - t0:.1f} s; input shape "
@@ -115,3 +134,13 @@ def upload(client: Client, args: argparse.Namespace) -> int:
     )
     print(f'jobs use it as "dataset": "{ds["name"]}"')
     return 0
+
+
+def _floats(text: str | None, flag: str) -> list[float]:
+    """``0.485,0.456,0.406`` -> floats (one per channel)."""
+    if not text:
+        raise UserError(f"{flag}: give --mean and --std together, one number per channel")
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: numbers separated by commas") from None

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from hw_profiles import get_profile
-from search_spaces import SpaceContext, get_space
+from search_spaces import NetworkSpace, SearchSpace, SpaceContext, get_space
 from service import logctx
 from service.db.models import Job, JobStatus, utcnow
 from service.db.queue import heartbeat
@@ -53,7 +53,7 @@ from service.settings import Settings
 from workers.data import get_dataset
 from workers.probe.targets import is_gpu
 from workers.probe.tuning import require_cost_model
-from workers.records import EvalRequest, EvalResult, VerifyRequest, VerifyResult
+from workers.records import EvalRequest, EvalResult, NetworkSource, VerifyRequest, VerifyResult
 from workers.scoring import Constraint
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ class JobController(Endings, Intake):
         self.ladder = Ladder([1.0], 3, [])
         self.proposer: Proposer  # set when the loop starts (it needs the space)
         self.user_dir = settings.user_data_dir  # the owner's uploads, set by run()
+        self.owner_id: int | None = None
+        self.network: NetworkSource | None = None  # a 'network' job's upload, set by the loop
 
     def run(self) -> JobStatus:
         """Run the job to its end; return its final status.
@@ -131,6 +133,7 @@ class JobController(Endings, Intake):
                 job = s.get(Job, self.job_id)
                 assert job is not None
                 self.user_dir = self.settings.datasets_dir(job.owner_id)
+                self.owner_id = job.owner_id
                 raw_spec = dict(job.spec)
                 if job.started_at is None:
                     job.started_at = utcnow()
@@ -181,11 +184,14 @@ class JobController(Endings, Intake):
                 )
         self._restore(study, spec)
         ds = get_dataset(spec.dataset, self.user_dir)
-        space = get_space(spec.space)(
-            SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes),
-            spec.choices(),
-            spec.granularity,
-        )
+        context = SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)
+        if spec.network is not None:
+            self.network = self._network(spec)
+            space: SearchSpace = NetworkSpace(
+                context, spec.choices(), spec.granularity, network=self.network.description
+            )
+        else:
+            space = get_space(spec.space)(context, spec.choices(), spec.granularity)
         max_failed = (
             spec.budget.max_failed if spec.budget.max_failed is not None else spec.budget.trials
         )
@@ -223,6 +229,26 @@ class JobController(Endings, Intake):
                 continue
             if status is not None:
                 return status
+
+    def _network(self, spec: JobSpec) -> NetworkSource:
+        """The job's uploaded network, as it was at submit (its digest): else the job fails."""
+        from service.db import networks
+
+        assert spec.network is not None and self.owner_id is not None
+        with self.sessions() as s:
+            row = networks.find(
+                session=s, owner_id=self.owner_id, name=spec.network.removeprefix("user/")
+            )
+        if row is None:
+            raise FileNotFoundError(f"network {spec.network!r} was deleted")
+        if spec.network_digest is not None and row.digest != spec.network_digest:
+            raise ValueError(
+                f"network {spec.network!r} was replaced since the job was submitted (sha256 "
+                f"{row.digest[:12]}, the job's {spec.network_digest[:12]})"
+            )
+        return NetworkSource(
+            store=str(self.settings.networks_dir), description=networks.description(row)
+        )
 
     def deadline_s(self, spec: JobSpec) -> float:
         """A trial's deadline: the spec's, or 30 minutes plus twice its tuning share."""
@@ -370,6 +396,7 @@ class JobController(Endings, Intake):
             epochs_fraction=self.ladder.fractions[item.rung],
             export=item.rung == self.ladder.top,
             num_gpus=self.gpus(spec),
+            network=self.network,
         )
         in_flight[self.executor.submit(request)] = item
 

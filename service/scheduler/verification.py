@@ -57,6 +57,7 @@ class FrontVerifier:
                 tune_budget_s=self.c.settings.verify_tune_s,
                 windows=self.c.settings.verify_windows,
                 num_gpus=self.c.gpus(self.spec),
+                network=self.c.network,
             )
             handle = self.c.executor.verify(request)
             outcome = self._wait(handle)

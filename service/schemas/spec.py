@@ -25,7 +25,15 @@ from pydantic import (
 )
 
 from hw_profiles import UnknownProfileError, get_profile
-from search_spaces import SpaceContext, UnknownSpaceError, genes, get_space
+from search_spaces import (
+    DIGEST,
+    NETWORK_NAME,
+    NetworkSpace,
+    SpaceContext,
+    UnknownSpaceError,
+    genes,
+    get_space,
+)
 from service.schemas.constraints import (
     check_syntax,
     expand_latency,
@@ -181,7 +189,23 @@ class JobSpec(BaseModel):
         description="a built-in dataset (GET /v1/datasets) or 'user/<name>', an upload of yours",
     )
     split_seed: Int = Field(default=0, ge=0, le=2**31 - 1)
-    space: str = Field(examples=["small_joint"], description="GET /v1/spaces")
+    space: str = Field(
+        examples=["small_joint"],
+        description="GET /v1/spaces; 'network' compresses the job's uploaded network",
+    )
+    network: str | None = Field(
+        default=None,
+        pattern=NETWORK_NAME,
+        description="an uploaded network of yours (POST /v1/networks) to compress, with space "
+        "'network': its own weights are the parent (no parent training) and the teacher",
+        examples=["user/resnet18"],
+    )
+    network_digest: str | None = Field(
+        default=None,
+        pattern=DIGEST,
+        description="the SHA-256 of the network's archive; the service sets it at submit (one "
+        "given must match the upload)",
+    )
     space_overrides: dict[str, list[Any] | dict[str, float]] = Field(
         default_factory=dict,
         description="narrow a dimension: a list of choices, or {'min': a, 'max': b} selecting "
@@ -268,7 +292,7 @@ class JobSpec(BaseModel):
         except UnknownSpaceError as e:
             raise ValueError(str(e)) from None
         dataset = info.data.get("dataset", "user/")
-        if not dataset.startswith("user/"):
+        if v != NetworkSpace.name and not dataset.startswith("user/"):
             ds = get_dataset(dataset)
             space.check_context(
                 SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)
@@ -334,8 +358,12 @@ class JobSpec(BaseModel):
         if not v or "space" not in info.data or "granularity" not in info.data:
             return v
         space, granularity = info.data["space"], info.data["granularity"]
-        pinnable = fixed_param_dimensions(space, granularity)
         allowed = {d.name: d.allowed for d in get_space(space).dimensions()}
+        if space == NetworkSpace.name:  # its groups are the upload's: the request checks them
+            dims = {k: f"kd_{k[3:]}" if k.startswith("kd.") else k.rpartition(".")[2] for k in v}
+            pinnable = {k: d for k, d in dims.items() if d in allowed and "." in k}
+        else:
+            pinnable = fixed_param_dimensions(space, granularity)
         for key, value in v.items():
             dim = pinnable.get(key)
             if dim is None:
@@ -352,6 +380,11 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _cross_fields(self) -> JobSpec:
+        if (self.space == NetworkSpace.name) != (self.network is not None):
+            raise ValueError(
+                "space 'network' and network: 'user/<name>' go together (a network is "
+                "compressed in its own space; a built-in space builds its own architectures)"
+            )
         # every profile an objective or constraint names is measured
         named = [o.removeprefix("latency@") for o in self.objectives if o.startswith("latency@")]
         named += [p for p in map(named_profile, self.constraints) if p]

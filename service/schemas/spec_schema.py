@@ -29,7 +29,7 @@ def refine(schema: dict[str, Any]) -> None:
         {"enum": [d.name for d in list_datasets()]},
         {"pattern": USER_DATASET},
     ]
-    props["space"]["enum"] = list_spaces()
+    props["space"]["enum"] = list_spaces(uploads=True)
     props["profiles"]["items"] = {"type": "string", "enum": profiles}
     props["profiles"]["uniqueItems"] = True
     props["objectives"]["items"] = {
@@ -39,7 +39,10 @@ def refine(schema: dict[str, Any]) -> None:
     props["objectives"]["uniqueItems"] = True
     props["constraints"]["items"] = {"type": "string", "pattern": grammar(tuple(sorted(profiles)))}
     props["constraints"]["uniqueItems"] = True
-    schema["oneOf"] = [v for name in list_spaces() for v in _variants(name)]
+    schema["oneOf"] = [
+        *(v for name in list_spaces() for v in _variants(name)),
+        _network_variant(),
+    ]
 
 
 def _variants(space: str) -> list[dict[str, Any]]:
@@ -70,5 +73,34 @@ def _variants(space: str) -> list[dict[str, Any]]:
             },
             "required": ["space"] if "stage" in granularities else ["space", "granularity"],
         }
+        variant["properties"]["network"] = {"type": "null"}
         out.append(variant)
     return out
+
+
+def _network_variant() -> dict[str, Any]:
+    """Space ``network``: the job names its upload; ``fixed_params`` pins ``<group>.<dim>``
+    (which groups exist is the upload's: GET /v1/networks/{name} lists its parameters)."""
+    cls = get_space("network")
+    allowed = {d.name: list(d.allowed) for d in cls.dimensions()}
+    per_group = ("codebook_bits", "wbits", "abits", "sparsity", "prune", "rank")
+    patterns: dict[str, Any] = {
+        rf"^[A-Za-z0-9_.\-]{{1,100}}\.{dim}$": {"enum": allowed[dim]} for dim in per_group
+    }
+    patterns |= {
+        rf"^kd\.{d}$": {"enum": allowed[f"kd_{d}"]} for d in ("alpha", "temperature", "relation")
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "space": {"const": "network"},
+            "network": {"type": "string"},
+            "space_overrides": cls.describe()["overrides_schema"],
+            "fixed_params": {
+                "type": "object",
+                "patternProperties": patterns,
+                "additionalProperties": False,
+            },
+        },
+        "required": ["space", "network"],
+    }

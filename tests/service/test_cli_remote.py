@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from tests.service.api import free_port
 from tests.service.cli_service import ROOT, SPEC, cli_env, finished_job_service, run_cli
+from workers.networks import zoo
 
 HWNAS = f"{shlex.quote(sys.executable)} -m service.cli"
 
@@ -220,12 +222,23 @@ def test_upload(service: dict[str, Any], tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("1,2\n")
     refused(
         run_cli(service, "upload", str(tmp_path / "data.csv"), "--name", "x"),
-        "only .npz datasets are accepted so far",
+        "take an .npz dataset or a .pt2 network",
     )
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     refused(run_cli(service, "upload", str(tmp_path / "junk.npz")), "422")
     refused(run_cli(service, "upload", str(tmp_path / "gone.npz")), "gone.npz: no such file")
     refused(run_cli(service, "upload", str(data), "--name", "Bad Name"), "pass --name")
+    net = tmp_path / "concat.pt2"
+    torch.manual_seed(0)
+    model = zoo.ConcatNet(3, in_channels=1).eval()
+    ep = torch.export.export(
+        model, (torch.zeros(2, 1, 8, 8),), dynamic_shapes={"x": {0: torch.export.Dim("b")}}
+    )
+    torch.export.save(ep, net)
+    out = ok(run_cli(service, "upload", str(net), "--mean", "0.5", "--std", "0.25"))
+    assert out.startswith("network user/concat: ") and "5 layers in 5 groups (a, b, mix" in out
+    assert '"network": "user/concat"' in out
+    refused(run_cli(service, "upload", str(net), "--name", "c2", "--mean", "0.5"), "--std")
 
 
 def test_tokens(service: dict[str, Any]) -> None:

@@ -239,10 +239,13 @@ def test_where_the_token_comes_from(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_what_upload_takes() -> None:
     assert _kind_and_file(["data.npz"]) == ("dataset", Path("data.npz"))
     assert _kind_and_file(["dataset", "D.NPZ"]) == ("dataset", Path("D.NPZ"))
-    with pytest.raises(UserError, match="only .npz datasets are accepted so far"):
+    assert _kind_and_file(["model.pt2"]) == ("network", Path("model.pt2"))
+    with pytest.raises(UserError, match="ONNX is not taken: export with torch.export"):
         _kind_and_file(["model.onnx"])
-    with pytest.raises(UserError, match="cannot upload a 'network'"):
-        _kind_and_file(["network", "model.onnx"])
+    with pytest.raises(UserError, match="cannot upload a 'model'"):
+        _kind_and_file(["model", "model.pt2"])
+    with pytest.raises(UserError, match="a .pt2 file is a network, not a dataset"):
+        _kind_and_file(["dataset", "model.pt2"])
 
 
 class _FlakyClient:

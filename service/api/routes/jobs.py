@@ -138,6 +138,55 @@ def _check_user_dataset(job_in: JobSpec, settings: Settings, owner_id: int) -> N
         raise invalid(("body", "space"), str(e), job_in.space) from None
 
 
+def _check_network(job_in: JobSpec, session: SessionDep, settings: Settings, user: User) -> JobSpec:
+    """The network is the owner's own (404), unchanged if the spec names its digest (409), fits
+    the dataset (422), and ``fixed_params`` name its groups (422); the spec then records the
+    archive's digest."""
+    from search_spaces import GROUP_DIMENSIONS
+    from service.db import networks
+    from workers.data import UnknownDatasetError, get_dataset
+
+    assert job_in.network is not None
+    row = networks.find(session=session, owner_id=user.id, name=job_in.network[len("user/") :])
+    if row is None:
+        raise not_found(f"network {job_in.network!r} (upload it with POST /v1/networks)")
+    if job_in.network_digest is not None and job_in.network_digest != row.digest:
+        raise conflict(
+            f"network_digest: {job_in.network} is now sha256 {row.digest}, not the one given"
+        )
+    desc = networks.description(row)
+    try:
+        ds = get_dataset(job_in.dataset, settings.datasets_dir(user.id))
+    except UnknownDatasetError:
+        raise not_found(f"dataset {job_in.dataset!r} (upload it with POST /v1/datasets)") from None
+    if tuple(ds.input_shape) != tuple(desc.input_shape) or ds.num_classes != desc.num_classes:
+        raise invalid(
+            ("body", "network"),
+            f"{job_in.network} takes {list(desc.input_shape)} inputs and gives "
+            f"{desc.num_classes} classes; dataset {job_in.dataset!r} has {list(ds.input_shape)} "
+            f"samples of {ds.num_classes} classes",
+            job_in.network,
+        )
+    groups = {g.name: g for g in desc.groups}
+    for key in job_in.fixed_params:
+        if key.startswith("kd."):
+            continue
+        group, _, dim = key.rpartition(".")
+        g = groups.get(group)
+        if (
+            g is None
+            or dim not in GROUP_DIMENSIONS
+            or (dim == "prune" and not g.prunable)
+            or (dim == "rank" and not g.factorizable)
+        ):
+            raise invalid(
+                ("body", "fixed_params", key),
+                f"{key!r} is not a parameter of {job_in.network} (GET "
+                f"/v1/networks/{row.name} lists them)",
+            )
+    return job_in.model_copy(update={"network_digest": row.digest})
+
+
 def _check_warm_start(job_in: JobSpec, session: SessionDep, user: User) -> None:
     """The source must be a job of yours (404) that searched the same space and has complete
     trials (409)."""
@@ -203,7 +252,9 @@ def create_job(
     user: CurrentUser,
 ) -> JobPublic:
     """Submit a search job (queued until a scheduler claims it)."""
-    if job_in.dataset.startswith("user/"):
+    if job_in.network is not None:
+        job_in = _check_network(job_in, session, settings, user)
+    elif job_in.dataset.startswith("user/"):
         _check_user_dataset(job_in, settings, user.id)
     if job_in.warm_start_from is not None:
         _check_warm_start(job_in, session, user)
