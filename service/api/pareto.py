@@ -41,6 +41,8 @@ def pareto_points(points: list[FrontPoint], metric_names: list[str]) -> list[Par
                 size_ratio_vs_dense=(
                     m.dense_size_bytes / m.size_bytes if m.dense_size_bytes else None
                 ),
+                accuracy_change=_change(m.accuracy, m.parent_accuracy),
+                test_accuracy_change=_change(m.test_accuracy, m.parent_test_accuracy),
                 file_scores=dict(t.user_attrs.get("file_scores") or {}),
                 candidate=cand,
                 summary=str(t.user_attrs.get("summary", "")),
@@ -48,3 +50,15 @@ def pareto_points(points: list[FrontPoint], metric_names: list[str]) -> list[Par
             )
         )
     return sorted(out, key=lambda p: (-p.accuracy, p.size_bytes))
+
+
+def _change(value: float | None, parent: float | None) -> float | None:
+    return None if value is None or parent is None else round(value - parent, 6)
+
+
+def compared_with(spec: dict[str, Any]) -> str:
+    """What a job's points are compared with (ParetoPublic.compared_with)."""
+    if spec.get("network"):
+        digest = str(spec.get("network_digest") or "")[:12]
+        return f"your model {spec['network']} (sha256 {digest}...), as uploaded, fp32"
+    return "each point's dense fp32 parent (same architecture, trained by hwnas)"

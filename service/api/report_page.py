@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from service.api.pareto import compared_with
 from service.scheduler.front import FrontPoint, JobScoring
 from service.schemas import JobReport
 from workers.records import Metrics
@@ -165,6 +166,12 @@ LEGEND: tuple[tuple[str, str], ...] = (
     ("latency (verified)", "the shipped library's latency timed after the job"),
     ("latency (search)", "the search-time probe's latency (the job did not verify this point)"),
     ("x dense", "speedup over the dense fp32 parent on the same profile, verified latencies"),
+    (
+        "x yours",
+        "for a job on an uploaded network: speedup over your model as uploaded (fp32), same "
+        "profile, verified latencies",
+    ),
+    ("d acc", "validation accuracy minus the parent's (yours, for an uploaded network)"),
     ("no speedup", "compressed, but under 1.05x faster than the dense parent"),
     ("disagrees", "search-time and verified latency differ beyond their noise"),
     (
@@ -215,10 +222,12 @@ def report_html(
             f"{v:.2f}x" for v in p.get("speedup_vs_dense", {}).values() if v is not None
         )
         test = p["test_accuracy"]
+        change = p.get("accuracy_change")
         rows.append(
             "<tr class='point'>"
             f"<td>{p['trial']}</td><td>{e(str(p['model_id']))}</td>"
-            f"<td>{p['accuracy']:.4f}</td><td>{'-' if test is None else f'{test:.4f}'}</td>"
+            f"<td>{p['accuracy']:.4f}</td><td>{'-' if change is None else f'{change:+.4f}'}</td>"
+            f"<td>{'-' if test is None else f'{test:.4f}'}</td>"
             f"<td>{lat or '-'}</td><td>{speed or '-'}</td>"
             f"<td>{'<br>'.join(e(f) for f in _flags(p)) or '-'}</td>"
             f"<td>{p['size_bytes'] / 1024:.2f}</td><td>{e(p['summary'])}</td></tr>"
@@ -233,6 +242,7 @@ def report_html(
         f"<tr><td>{e(k)}</td><td>{v:.1f}</td></tr>" for k, v in sorted(cost.cpu_s.items())
     )
     pre = cost.prefilter
+    versus = "yours" if spec.get("network") else "dense"
     constraints = ", ".join(e(c) for c in spec.get("constraints", [])) or "none"
     if JobScoring.from_spec(spec).require_tuned:
         constraints += " (and the implicit latency_tuned: see the orange triangle below)"
@@ -255,8 +265,10 @@ objectives {e(", ".join(spec["objectives"]))}; constraints {constraints}.
 Generated {datetime.now().astimezone().isoformat(timespec="seconds")}.</p>
 <h2>Pareto front</h2>
 <img id="front" alt="Pareto front per objective pair" src="data:image/png;base64,{img}">
-<table id="points"><thead><tr><th>trial</th><th>model</th><th>val acc</th><th>test acc</th>
-<th>latency</th><th>x dense</th><th>flags</th><th>size KB</th><th>architecture / compression</th>
+<p id="compared">Compared with {e(compared_with(spec))}.</p>
+<table id="points"><thead><tr><th>trial</th><th>model</th><th>val acc</th><th>d acc</th>
+<th>test acc</th><th>latency</th><th>x {versus}</th><th>flags</th><th>size KB</th>
+<th>architecture / compression</th>
 </tr></thead><tbody>{"".join(rows)}</tbody></table>
 <h3>How to read the plot and the table</h3>
 <dl id="legend">{legend}</dl>

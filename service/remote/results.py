@@ -13,7 +13,9 @@ from service.remote.base import UserError, acc, console, kb, ms, print_json
 LEGEND = (
     "latency: ms per inference on each profile; verified = the shipped library timed "
     "again after the job in a fresh process, search = the search-time probe only.",
-    "speedup: the dense parent's verified latency / this model's (- = not verified).",
+    "speedup: the dense parent's verified latency / this model's (- = not verified); for a "
+    "network job the parent is your uploaded model, and d acc is the validation accuracy "
+    "change against it.",
     "flags: no-speedup = compressed but under 1.05x faster than dense; "
     "disagrees = search-time and verified latency differ beyond noise; "
     "untuned = timed with TVM's default schedules (tuning is not metaschedule: off, "
@@ -81,7 +83,7 @@ def pareto_table(front: dict[str, Any]) -> Any:
     table = Table(
         title=title + (f" on {profiles[0]}" if one else ""), box=box.SIMPLE_HEAD, pad_edge=False
     )
-    for col in ("model", "val\nacc", "test\nacc", "latency\nms", "speedup", "size\nKB"):
+    for col in ("model", "val\nacc", "d acc", "test\nacc", "latency\nms", "speedup", "size\nKB"):
         table.add_column(col, justify="left" if col in ("model", "latency\nms") else "right")
     table.add_column("flags")
     table.add_column("summary", ratio=1, min_width=12)
@@ -89,6 +91,7 @@ def pareto_table(front: dict[str, Any]) -> Any:
         cells = (
             str(p.get("model_id") or f"trial {p['trial']}"),
             acc(p["accuracy"]),
+            _signed(p.get("accuracy_change")),
             acc(p.get("test_accuracy")),
             _per_profile(p, one, lambda prof, p=p: latency_cell(p, prof)),
             _per_profile(p, one, lambda prof, p=p: speedup_cell(p, prof)),
@@ -98,6 +101,10 @@ def pareto_table(front: dict[str, Any]) -> Any:
         )
         table.add_row(*(Text(c) for c in cells))
     return table
+
+
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.3f}"
 
 
 def pareto(client: Client, args: argparse.Namespace) -> int:
@@ -113,6 +120,7 @@ def pareto(client: Client, args: argparse.Namespace) -> int:
         con.print(f"job {args.job_id} has no Pareto points yet (no complete feasible trial)")
         return 0
     con.print(pareto_table(front))
+    con.print(Text(f"compared with {front.get('compared_with', 'the dense parent')}"))
     for line in LEGEND:
         con.print(Text(line))
     return 0
@@ -127,7 +135,8 @@ def best(client: Client, args: argparse.Namespace) -> int:
     lines = [
         f"best by {args.by}: model {point.get('model_id') or '-'} (job {args.job_id} trial "
         f"{point['trial']})",
-        f"  val acc {acc(point['accuracy'])}, test acc {acc(point.get('test_accuracy'))}",
+        f"  val acc {acc(point['accuracy'])} ({_signed(point.get('accuracy_change'))} vs "
+        f"the parent), test acc {acc(point.get('test_accuracy'))}",
         f"  size {kb(point['size_bytes'])} KB"
         + (
             f" ({point['size_ratio_vs_dense']:.1f}x smaller than dense)"

@@ -132,6 +132,14 @@ class ParetoPoint(BaseModel):
     )
     size_bytes: int
     size_ratio_vs_dense: float | None = None
+    accuracy_change: float | None = Field(
+        default=None,
+        description="validation accuracy minus the parent's (your uploaded model's, for a "
+        "network job; else the dense trained parent's)",
+    )
+    test_accuracy_change: float | None = Field(
+        default=None, description="test accuracy minus your uploaded model's (network jobs)"
+    )
     file_scores: dict[str, dict[str, Any]] = Field(default_factory=dict)
     candidate: dict[str, Any]
     summary: str
@@ -140,6 +148,11 @@ class ParetoPoint(BaseModel):
 
 class ParetoPublic(BaseModel):
     job_id: int
+    compared_with: str = Field(
+        default="each point's dense fp32 parent (same architecture, trained by hwnas)",
+        description="what speedup_vs_dense, size_ratio_vs_dense and the accuracy changes are "
+        "against",
+    )
     metric_names: list[str]
     data: list[ParetoPoint]
     verification: dict[str, Any] | None = Field(

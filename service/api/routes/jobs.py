@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of, release
 from service.api.errors import conflict, forbidden, invalid, not_found, responses
-from service.api.pareto import pareto_points
+from service.api.pareto import compared_with, pareto_points
 from service.api.progress import job_progress, trial_stage
 from service.api.report import job_report
 from service.api.routing import ReleasingRoute
@@ -500,6 +500,7 @@ def _pareto(job: Job, settings: Settings) -> ParetoPublic:
         return ParetoPublic(job_id=job.id, metric_names=[], data=[])
     return ParetoPublic(
         job_id=job.id,
+        compared_with=compared_with(job.spec),
         metric_names=scoring.metric_names,
         data=pareto_points(points, scoring.metric_names),
         verification=study.user_attrs.get("verification"),
