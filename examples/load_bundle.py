@@ -1,9 +1,12 @@
 """Load an hwnas model bundle with plain PyTorch and ONNX Runtime (no hwnas import) and score it.
 
-Usage: python examples/load_bundle.py BUNDLE_DIR
+Usage: python examples/load_bundle.py BUNDLE_DIR [YOUR_DATA.npz]
 
 Prints the test-split accuracy of model.pt (TorchScript) and model.onnx, and how far their
-logits differ. The test split is rebuilt from the card (dataset + the test row indices).
+logits differ. The test split is rebuilt from the card (dataset + the test row indices); for an
+uploaded dataset (user/<name>) give the .npz you uploaded (x_test, y_test; uint8 images are
+scaled to [0, 1] as hwnas does). A model of an uploaded network takes its input normalized as
+the card's network.normalization says (mean / std per channel), as yours did.
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ from pathlib import Path
 import numpy as np
 
 
-def test_split(card: dict) -> tuple[np.ndarray, np.ndarray]:
+def test_split(card: dict, upload: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     data = card["data"]
+    if data["dataset"].startswith("user/"):
+        if upload is None:
+            raise SystemExit(f"{data['dataset']} is an upload: give its .npz as the 2nd argument")
+        with np.load(upload, allow_pickle=False) as z:
+            x, y = z["x_test"], z["y_test"].astype(np.int64)
+        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+        return (x[:, None] if x.ndim == 3 else x), y
     if data["dataset"] == "digits":
         from sklearn.datasets import load_digits
 
@@ -44,14 +54,25 @@ def test_split(card: dict) -> tuple[np.ndarray, np.ndarray]:
     raise SystemExit(f"don't know how to load dataset {data['dataset']!r}")
 
 
-def main(bundle: Path) -> None:
+def normalized(x: np.ndarray, card: dict) -> np.ndarray:
+    """The input as an uploaded network takes it (the card's network.normalization)."""
+    norm = (card.get("network") or {}).get("normalization") or {"kind": "unit"}
+    if norm["kind"] != "mean_std":
+        return x
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = np.asarray(norm["mean"], np.float32).reshape(shape)
+    std = np.asarray(norm["std"], np.float32).reshape(shape)
+    return ((x - mean) / std).astype(np.float32)
+
+
+def main(bundle: Path, upload: Path | None = None) -> None:
     import onnxruntime as ort
     import torch
 
     card = json.loads((bundle / "card.json").read_text())
-    x, y = test_split(card)
+    x, y = test_split(card, upload)
     shape = card["input"]["shape"][1:]
-    x = x.reshape(len(x), *shape)
+    x = normalized(x.reshape(len(x), *shape), card)
 
     ts = torch.jit.load(str(bundle / "model.pt")).eval()
     with torch.no_grad():
@@ -75,6 +96,6 @@ def main(bundle: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         raise SystemExit(__doc__)
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) == 3 else None)
