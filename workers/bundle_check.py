@@ -6,6 +6,7 @@ accuracy, with a 95 % interval, goes on the card beside the PyTorch model's.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from hw_profiles import get_profile
 from workers.data import Split
+from workers.data._rows import Rows
 from workers.records import FileScore
 
 AGREE = 0.002  # |file accuracy - card accuracy| at most this counts as the same model
@@ -42,9 +44,11 @@ def _score(path: str, runtime: str, pred: np.ndarray, test: Split, card_acc: flo
     )
 
 
-def _batched(x: np.ndarray, shape: tuple[int, ...], size: int = 512) -> list[np.ndarray]:
-    x = x.reshape(len(x), *shape).astype(np.float32)
-    return [x[i : i + size] for i in range(0, len(x), size)]
+def _batched(x: Rows, shape: tuple[int, ...], size: int = 512) -> Iterator[np.ndarray]:
+    """``x`` a batch at a time (read from disk batch by batch when it lives there)."""
+    for i in range(0, len(x), size):
+        b = np.asarray(x[i : i + size], dtype=np.float32)
+        yield b.reshape(len(b), *shape)
 
 
 def score_files(
@@ -108,11 +112,11 @@ def _score_tvm(
         return FileScore(path=rel, runtime=runtime, test_accuracy=None, note="no GPU on this host")
     dev = device_of(profile)
     vm = load_vm(lib, dev)
-    x = test.x.reshape(len(test.x), *shape).astype(np.float32)
     pred = np.array(
         [
-            int(vm["main"](t.runtime.tensor(x[i : i + 1], dev)).numpy().argmax())
-            for i in range(len(x))
+            int(vm["main"](t.runtime.tensor(b[i : i + 1], dev)).numpy().argmax())
+            for b in _batched(test.x, shape)
+            for i in range(len(b))
         ]
     )
     return _score(rel, runtime + " (batch 1)", pred, test, card_acc)

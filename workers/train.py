@@ -12,6 +12,7 @@ from torch import nn
 from search_spaces import Distill
 from workers import progress
 from workers.data import Split
+from workers.data._rows import take
 from workers.lease import ComputeSlots
 
 
@@ -41,6 +42,7 @@ class Recipe:
     weight_observer: str = "minmax"
     calib_batches: int = 16
     train_subset: int | None = None
+    augment: str = "off"
     seed: int = 0
 
     def with_distill(self, distill: Distill | None) -> Recipe:
@@ -117,6 +119,8 @@ def fit(
             progress.report(stage, epoch + 1, epochs)
             total, n = 0.0, 0
             for x, y in _batches(data, recipe.batch_size, rng):
+                if recipe.augment == "crop_flip" and x.dim() == 4:
+                    x = crop_flip(x, rng)
                 with slots.step():
                     loss = _loss(model, x, y, recipe, teacher, adapter)
                     opt.zero_grad(set_to_none=True)
@@ -128,6 +132,21 @@ def fit(
             mean_loss = total / max(n, 1)
     model.eval()
     return mean_loss
+
+
+def crop_flip(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Each image of a batch shifted by a random crop of it padded by 1/8 of its size (zeros),
+    and flipped left-right with probability 1/2."""
+    n, _, h, w = x.shape
+    ph, pw = max(1, h // 8), max(1, w // 8)
+    padded = F.pad(x, (pw, pw, ph, ph))
+    dy = rng.integers(0, 2 * ph + 1, n)
+    dx = rng.integers(0, 2 * pw + 1, n)
+    flip = rng.random(n) < 0.5
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    if flip.any():
+        out[torch.from_numpy(flip)] = out[torch.from_numpy(flip)].flip(-1)
+    return out
 
 
 def _loss(
@@ -209,7 +228,7 @@ def subset(data: Split, n: int | None, seed: int = 0) -> Split:
     if n is None or n >= len(data):
         return data
     idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
-    return Split(data.x[idx], data.y[idx], None if data.index is None else data.index[idx])
+    return Split(take(data.x, idx), data.y[idx], None if data.index is None else data.index[idx])
 
 
 @torch.no_grad()

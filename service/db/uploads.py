@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 from service.db.accounts import admin_user
 from service.db.models import Dataset
 from service.settings import Settings
-from workers.data import UploadLimits, save_user_dataset
+from workers.data import (
+    DatasetFormatError,
+    UploadLimits,
+    is_image_zip,
+    save_image_folder,
+    save_user_dataset,
+)
+from workers.data._stored import remove_stored
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +37,36 @@ def upload_limits(settings: Settings) -> UploadLimits:
     )
 
 
-def stage(settings: Settings, owner_id: int, name: str, blob: bytes) -> tuple[Path, dict[str, Any]]:
+def stage(
+    settings: Settings,
+    owner_id: int,
+    name: str,
+    blob: bytes,
+    image_size: tuple[int, int] | None = None,
+    channels: int = 3,
+) -> tuple[Path, dict[str, Any]]:
     """Validate and write an upload into a staging directory of its owner (the slow part: run
-    it off the event loop). Returns the directory and the dataset's info.
+    it off the event loop): an ``.npz``, or an image-folder zip resized to ``image_size``.
+    Returns the directory and the dataset's info.
 
     Raises:
-        DatasetFormatError: not a valid dataset (DatasetTooLargeError: over the size limit).
+        DatasetFormatError: not a valid dataset (DatasetTooLargeError: over the size limit;
+            an image-folder zip without ``image_size`` names it).
     """
     staging = settings.datasets_dir(owner_id) / f".staging-{uuid.uuid4().hex}"
+    limits = upload_limits(settings)
     try:
-        info = save_user_dataset(staging, name, blob, limits=upload_limits(settings))
+        if is_image_zip(blob):
+            if image_size is None:
+                raise DatasetFormatError(
+                    "image_size: an image-folder zip needs the size to resize its images to "
+                    "(?image_size=32, or 32x48)"
+                )
+            info = save_image_folder(
+                staging, name, blob, size=image_size, channels=channels, limits=limits
+            )
+        else:
+            info = save_user_dataset(staging, name, blob, limits=limits)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -47,20 +74,21 @@ def stage(settings: Settings, owner_id: int, name: str, blob: bytes) -> tuple[Pa
 
 
 def staged_bytes(staging: Path) -> int:
-    return sum(f.stat().st_size for f in staging.iterdir())
+    return sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
 
 
 def publish(staging: Path, owner_dir: Path, name: str) -> None:
-    """Move a staged upload into place (the row is committed already)."""
-    os.replace(staging / f"{name}.npz", owner_dir / f"{name}.npz")
+    """Move a staged upload into place (the row is committed already): its arrays first, its
+    description last (what makes it known)."""
+    remove_stored(owner_dir, name)  # what a deleted upload of the name may have left
+    os.replace(staging / name, owner_dir / name)
     os.replace(staging / f"{name}.json", owner_dir / f"{name}.json")
     shutil.rmtree(staging, ignore_errors=True)
 
 
 def remove(owner_dir: Path, name: str) -> None:
-    """A deleted upload's files (the metadata first: without it the dataset is unknown)."""
-    for suffix in (".json", ".npz"):
-        (owner_dir / f"{name}{suffix}").unlink(missing_ok=True)
+    """A deleted upload's files (the description first: without it the dataset is unknown)."""
+    remove_stored(owner_dir, name)
 
 
 def adopt_legacy(*, session: Session, settings: Settings) -> int:

@@ -123,6 +123,11 @@ class Training(BaseModel):
     rank_energy: float | None = Field(
         default=None, gt=0, le=1, description="automatic rank keeping this spectral energy"
     )
+    augment: Literal["off", "crop_flip"] = Field(
+        default="off",
+        description="light augmentation of image inputs while training and fine-tuning: a "
+        "random crop of the image padded by 1/8 of its size, and a random horizontal flip",
+    )
     quant: Literal["auto", "ptq", "qat"] = Field(
         default="auto", description="auto: PTQ when every weight has >= 8 bits, else QAT"
     )

@@ -60,7 +60,7 @@ def test_upload_lists_and_loads_with_fixed_splits(client: TestClient, tmp_path: 
     a = load_splits("user/toy", 0, root)
     b = load_splits("user/toy", 0, root)
     assert len(a.train) + len(a.val) == 120 and len(a.test) == 30
-    assert np.array_equal(a.val.x, b.val.x) and a.train.x.max() <= 1.0  # uint8 scaled
+    assert np.array_equal(a.val.x, b.val.x) and np.asarray(a.train.x).max() <= 1.0  # / 255
     assert client.post("/v1/datasets", params={"name": "toy"}, content=_valid()).status_code == 409
     (event,) = client.get("/v1/audit", params={"action": "dataset.upload"}).json()["data"]
     assert event["target"] == "dataset user/toy" and event["user_name"] == "admin"
@@ -255,10 +255,15 @@ def test_a_job_trains_on_its_owners_upload(db_url: str, tmp_path: Path) -> None:
 
 
 def test_uploads_from_before_accounts_become_the_admins(db_url: str, tmp_path: Path) -> None:
-    from workers.data import save_user_dataset
+    import json
+
+    from workers.data import validate_npz
 
     settings = api_settings(db_url, tmp_path)
-    save_user_dataset(settings.user_data_dir, "legacy", _valid())  # the old flat layout
+    arrays, info = validate_npz(_valid())  # the old flat layout: <name>.npz + <name>.json
+    settings.user_data_dir.mkdir(parents=True)
+    np.savez(settings.user_data_dir / "legacy.npz", **arrays)
+    (settings.user_data_dir / "legacy.json").write_text(json.dumps(info))
     with admin_client(settings) as c:
         listed = {d["name"]: d for d in c.get("/v1/datasets").json()["data"]}
         admin_id = c.get("/v1/me").json()["id"]
@@ -314,3 +319,27 @@ def test_poison_uploads_are_refused_and_a_stored_one_cannot_become_a_job(
     (err,) = r.json()["detail"]
     assert err["loc"] == ["body", "dataset"] and "num_classes" in err["msg"], err
     assert client.get("/v1/jobs").json()["count"] == 0
+
+
+def test_an_image_folder_zip_is_a_dataset(client: TestClient) -> None:
+    """One folder of images per class, resized to the declared size; without a size, 422."""
+    import zipfile
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for c, colour in enumerate(((250, 0, 0), (0, 250, 0))):
+            for i in range(25):
+                img = io.BytesIO()
+                Image.new("RGB", (40, 30), colour).save(img, format="PNG")
+                zf.writestr(f"shots/class{c}/{i}.png", img.getvalue())
+    r = client.post("/v1/datasets", params={"name": "shots"}, content=buf.getvalue())
+    assert r.status_code == 422 and "image_size" in r.json()["detail"][0]["msg"]
+    r = client.post(
+        "/v1/datasets", params={"name": "shots", "image_size": "16x20"}, content=buf.getvalue()
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["input_shape"] == [3, 16, 20] and body["num_classes"] == 2
+    assert body["description"] == "image-folder zip" and body["sizes"] == {"train": 40, "test": 10}

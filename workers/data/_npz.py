@@ -69,15 +69,21 @@ def dims_text(shape: tuple[int, ...]) -> str:
     return " x ".join(str(d) for d in shape) if shape else "scalar"
 
 
-def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any], int]:
-    """Shape, dtype and header length of the ``.npy`` at the start of ``f`` (no data read)."""
+def npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """Shape, dtype and header length of the ``.npy`` at the start of ``f`` (no data read).
+
+    Raises:
+        ValueError: not a C-ordered .npy of format 1.0 or 2.0.
+    """
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
     elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
     else:  # 3.0 only exists for structured dtypes with non-latin-1 field names
         raise ValueError(f".npy format version {version[0]}.{version[1]} (use np.savez)")
+    if fortran and len(shape) > 1:
+        raise ValueError("a Fortran-ordered array (save it C-ordered: np.ascontiguousarray)")
     return tuple(shape), dtype, f.tell()
 
 
@@ -144,7 +150,7 @@ def check_zip(blob: bytes, limits: UploadLimits) -> None:
         for m, name in members:
             try:
                 with zf.open(m) as f:
-                    shape, dtype, header = _npy_header(f)
+                    shape, dtype, header = npy_header(f)
             except ValueError as e:
                 raise DatasetFormatError(f"{name}: not a .npy array: {e}") from None
             except (zipfile.BadZipFile, EOFError, OSError) as e:  # CRC, truncated stream

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from search_spaces import HwnasError
+from workers.data._rows import Rows, take
 
 
 class UnknownDatasetError(HwnasError, KeyError):
@@ -26,7 +27,7 @@ class DatasetUnavailableError(HwnasError, FileNotFoundError):
 
 @dataclass(frozen=True)
 class Split:
-    x: NDArray[np.float32]
+    x: Rows  # float32 samples: an array, or rows read from disk a batch at a time
     y: NDArray[np.int64]
     index: NDArray[np.int64] | None = None  # rows of the source data, when it is one array
 
@@ -94,7 +95,7 @@ def load_splits(name: str, seed: int = 0, user_dir: Path | None = None) -> Split
 
 
 def stratified_split(
-    x: NDArray[np.float32], y: NDArray[np.int64], fractions: tuple[float, float], seed: int
+    x: Rows, y: NDArray[np.int64], fractions: tuple[float, float], seed: int
 ) -> tuple[Split, Split, Split]:
     """Split into train/val/test with val and test taking ``fractions`` of each class."""
     rng = np.random.default_rng(seed)
@@ -108,5 +109,5 @@ def stratified_split(
     out = []
     for p in parts:
         arr = np.sort(np.asarray(p, dtype=np.int64))
-        out.append(Split(x[arr], y[arr], arr))
+        out.append(Split(take(x, arr), y[arr], arr))
     return out[0], out[1], out[2]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,8 @@ from workers.data._npz import (
     UploadLimits,
     check_zip,
 )
-from workers.data._registry import DatasetInfo, Split, Splits, UnknownDatasetError, stratified_split
+from workers.data._registry import DatasetInfo, Splits, UnknownDatasetError
+from workers.data._stored import DatasetWriter, load_stored
 
 PREFIX = "user/"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -151,7 +151,8 @@ def validate_npz(
 def save_user_dataset(
     root: Path, name: str, blob: bytes, *, limits: UploadLimits | None = None
 ) -> dict[str, Any]:
-    """Validate ``blob`` and store it as ``root/<name>.npz`` + ``<name>.json``; return its info.
+    """Validate ``blob`` and store it under ``root`` (``<name>/<array>.npy`` + ``<name>.json``,
+    :mod:`workers.data._stored`); return its info.
 
     Raises:
         DatasetFormatError: a bad name, or an upload :func:`validate_npz` refuses
@@ -160,11 +161,14 @@ def save_user_dataset(
     if not NAME.fullmatch(name):
         raise DatasetFormatError(f"name {name!r}: use 1-64 of a-z, 0-9, '_' and '-'")
     arrays, info = validate_npz(blob, limits=limits)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{name}.{os.getpid()}.npz"
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, root / f"{name}.npz")
-    (root / f"{name}.json").write_text(json.dumps(info))
+    writer = DatasetWriter(root, name)
+    try:
+        for key, value in arrays.items():
+            writer.save(key, value)
+        writer.commit({**info, "preprocessing": "uploaded .npz arrays (uint8 images / 255)"})
+    except BaseException:
+        writer.abort()
+        raise
     return info
 
 
@@ -194,7 +198,7 @@ def user_info(root: Path, dataset: str) -> DatasetInfo:
     info = json.loads(meta.read_text())
     return DatasetInfo(
         dataset,
-        "uploaded .npz",
+        str(info.get("source", "uploaded .npz")),
         tuple(info["input_shape"]),
         int(info["num_classes"]),
         lambda seed: load_user(root, dataset, seed),
@@ -207,17 +211,6 @@ def load_user(root: Path, dataset: str, seed: int) -> Splits:
     Raises:
         UnknownDatasetError: ``dataset`` is not a valid ``user/<name>``.
     """
-    with np.load(root / f"{_stored_name(dataset)}.npz", allow_pickle=False) as z:
-        a = {k: z[k] for k in z.files}
-    train = Split(a["x_train"], a["y_train"], np.arange(len(a["y_train"])))
-    if "x_val" in a:
-        val = Split(a["x_val"], a["y_val"])
-    else:
-        train, val, _ = stratified_split(a["x_train"], a["y_train"], (0.1, 0.0), seed)
-    return Splits(
-        train,
-        val,
-        Split(a["x_test"], a["y_test"], np.arange(len(a["y_test"]))),
-        seed,
-        "uploaded arrays (uint8 / 255)",
-    )
+    name = _stored_name(dataset)
+    info = json.loads((root / f"{name}.json").read_text())
+    return load_stored(root, name, seed, info)

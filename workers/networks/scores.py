@@ -14,11 +14,14 @@ from torch import nn
 
 from search_spaces import Normalization
 from workers.data import Split, Splits
+from workers.data._rows import DiskRows
 from workers.records import EvalRequest
 from workers.train import predict
 
 
 def _norm(split: Split, mean: np.ndarray, std: np.ndarray) -> Split:
+    if isinstance(split.x, DiskRows):  # on disk: normalized as each batch is read
+        return Split(split.x.normalized(mean, std), split.y, split.index)
     x = (np.asarray(split.x, dtype=np.float32) - mean) / std
     return Split(x.astype(np.float32), split.y, split.index)
 

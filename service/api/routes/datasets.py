@@ -53,7 +53,7 @@ class DatasetsPublic(Page):
 def _public(row: Dataset, owner: str) -> DatasetPublic:
     return DatasetPublic(
         name=f"user/{row.name}",
-        description="uploaded .npz",
+        description=str(row.info.get("source", "uploaded .npz")),
         input_shape=list(row.info["input_shape"]),
         num_classes=int(row.info["num_classes"]),
         owner=owner,
@@ -91,7 +91,9 @@ _BODY = {
         "required": True,
         "description": "the raw bytes of an .npz holding x_train, y_train, x_test, y_test "
         "[, x_val, y_val]: x float or uint8 shaped (N, F), (N, H, W) or (N, C<=4, H, W); y "
-        "integer class ids from 0; no object arrays",
+        "integer class ids from 0; no object arrays. Or a zip of one folder per class of PNG / "
+        "JPEG / BMP / WebP images (<class>/<image>, or train/, test/ [, val/] of those), with "
+        "image_size",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
@@ -109,8 +111,23 @@ async def upload_dataset(
     session: SessionDep,
     user: CurrentUser,
     name: Annotated[str, Query(pattern=NAME, description="stored as user/<name>")],
+    image_size: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[1-9][0-9]{0,3}(x[1-9][0-9]{0,3})?$",
+            description="an image-folder zip: the size its images are resized to (32, or HxW)",
+        ),
+    ] = None,
+    channels: Annotated[
+        int, Query(ge=1, le=3, description="an image-folder zip: 3 (RGB) or 1 (grayscale)")
+    ] = 3,
 ) -> DatasetPublic:
-    """Upload a dataset as the raw bytes of an ``.npz``. Jobs then name ``user/<name>``."""
+    """Upload a dataset as the raw bytes of an ``.npz``, or of a zip of one folder of images
+    per class (with ``image_size``). Jobs then name ``user/<name>``."""
+    size = None
+    if image_size is not None:
+        h, _, w = image_size.partition("x")
+        size = (int(h), int(w or h))
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -121,7 +138,7 @@ async def upload_dataset(
         if len(blob) > limit:
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload over {limit} bytes")
     return await run_in_threadpool(
-        _store, session, settings, user, name, bytes(blob), client_of(request)
+        _store, session, settings, user, name, bytes(blob), client_of(request), size, channels
     )
 
 
@@ -132,6 +149,8 @@ def _store(
     name: str,
     blob: bytes,
     client: str,
+    image_size: tuple[int, int] | None = None,
+    channels: int = 3,
 ) -> DatasetPublic:
     def taken() -> bool:
         found = session.scalar(
@@ -142,7 +161,7 @@ def _store(
     if taken():
         raise conflict(f"dataset user/{name} already exists")
     try:
-        staging, info = uploads.stage(settings, user.id, name, blob)
+        staging, info = uploads.stage(settings, user.id, name, blob, image_size, channels)
     except DatasetTooLargeError as e:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body: {e}") from None
     except DatasetFormatError as e:
