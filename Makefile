@@ -9,6 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test test-fast test-slow lint serve dashboard clean bench-compression \
 	bench-probes bench-search bench-search-table bench-fidelity bench-service bench-faults bench-scale \
+	bench-networks \
 	compose-images compose-test tune-profile
 
 $(STAMP): pyproject.toml  ## one line per step; the full output goes to build/setup.log
@@ -50,6 +51,9 @@ bench-search-table: setup  ## grow the table of real evaluations behind bench-se
 	$(VENV)/bin/hwnas tune-profile x86/local --space $(if $(filter fashion,$(TABLE)),cnn_joint,small_joint) \
 		--dataset $(if $(filter fashion,$(TABLE)),fashion_mnist_small,digits) --candidates 60 --budget-s 480
 	$(PY) bench/search_table.py --table $(TABLE) --rows $(ROWS)
+
+bench-networks: setup  ## your models compressed: a ResNet-18 layout and a MobileNetV2 trained, uploaded over the API, 16-trial jobs, fronts re-scored outside hwnas (<= 120 min)
+	$(PY) bench/networks.py --out bench/results
 
 bench-service: setup  ## 100 concurrent submits + 1000 concurrent reads, 4 schedulers, SQLite and PostgreSQL (~5 min)
 	bash scripts/with-postgres.sh $(PY) bench/load.py --out bench/results

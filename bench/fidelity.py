@@ -20,24 +20,21 @@ Writes ``fidelity.json`` (goals: F1 ``verified_within_10pct`` >= 0.95 and
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._service import Service, pull  # noqa: E402
 
 FASHION_JOB: dict[str, Any] = {
     "name": "fidelity-fashion",
@@ -77,87 +74,6 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 
 def within(a: float, b: float, tol: float = 0.10) -> bool:
     return abs(a / b - 1.0) <= tol
-
-
-class Service:
-    """``hwnas serve`` on a free loopback port with its own data directories."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        env = {
-            **os.environ,
-            "HWNAS_DATABASE_URL": f"sqlite:///{work / 'hwnas.db'}",
-            "HWNAS_ARTIFACT_DIR": str(work / "artifacts"),
-            "HWNAS_TUNING_DIR": str(work / "tuning"),
-            "HWNAS_PROBE_CACHE_DIR": str(work / "probe-cache"),
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "HWNAS_ADMIN_TOKEN": secrets.token_urlsafe(32),  # this run's own, never stored
-        }
-        self.log = open(work / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
-        self.proc = subprocess.Popen(
-            [*cmd, "--port", str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        self.client = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}",
-            timeout=120,
-            headers={"Authorization": f"Bearer {env['HWNAS_ADMIN_TOKEN']}"},
-        )
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 180:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"hwnas serve exited; see {work / 'serve.log'}")
-            try:
-                if self.client.get("/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit("hwnas serve did not start")
-
-    def run_job(self, spec: dict[str, Any], deadline_s: float) -> dict[str, Any]:
-        r = self.client.post("/v1/jobs", json=spec)
-        r.raise_for_status()
-        job_id = r.json()["id"]
-        t0 = time.monotonic()
-        while True:
-            job = self.client.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                break
-            if time.monotonic() - t0 > deadline_s:
-                self.client.post(f"/v1/jobs/{job_id}/cancel")
-                raise SystemExit(f"job {job_id} ({spec['name']}) over {deadline_s} s: cancelled")
-            time.sleep(5)
-        if job["status"] != "succeeded":
-            raise SystemExit(f"job {job_id} ended {job['status']}: {job['error']}")
-        print(f"job {job_id} {spec['name']}: {time.monotonic() - t0:.0f} s", flush=True)
-        return {"id": job_id, "wall_s": round(time.monotonic() - t0, 1), "job": job}
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
-def pull(svc: Service, job_id: int, dest: Path) -> list[dict[str, Any]]:
-    """The job's Pareto points, each bundle downloaded and unpacked under ``dest``."""
-    pareto = svc.client.get(f"/v1/jobs/{job_id}/pareto").json()
-    points = []
-    for p in pareto["data"]:
-        r = svc.client.get(f"/v1/models/{p['model_id']}")
-        r.raise_for_status()
-        d = dest / p["model_id"]
-        zipfile.ZipFile(io.BytesIO(r.content)).extractall(d)
-        points.append(
-            {**p, "bundle": str(d), "job_id": job_id, "verification": pareto["verification"]}
-        )
-    return points
 
 
 def test_split(dataset: str, path: Path) -> Path:

@@ -111,19 +111,24 @@ def add_commands(sub: Any) -> None:
     p = command(
         "upload",
         transfer.upload,
-        "upload a dataset (.npz: x_train, y_train, x_test, y_test [, x_val, y_val]) or a trained "
-        "network (.pt2: torch.export.save)",
+        "upload a dataset (.npz: x_train, y_train, x_test, y_test [, x_val, y_val]; or a .zip of "
+        "one folder of images per class, with --image-size) or a trained network (.pt2: "
+        "torch.export.save)",
         usage="hwnas upload [-h] [dataset|network] FILE [--name NAME] [--mean M,.. --std S,..] "
         "[--json] [service options]",
     )
     p.add_argument(
-        "target", nargs="+", metavar="[dataset|network] FILE", help="the file (.npz or .pt2)"
+        "target", nargs="+", metavar="[dataset|network] FILE", help="the file (.npz, .zip, .pt2)"
     )
     p.add_argument("--name", help="stored as user/<name> (default: the file's name)")
     p.add_argument(
         "--mean", help="a network's input normalization: per-channel means, comma-separated"
     )
     p.add_argument("--std", help="... and standard deviations (inputs are pixels / 255)")
+    p.add_argument("--image-size", help="an image-folder zip: the size to resize to (32, or HxW)")
+    p.add_argument(
+        "--channels", type=int, default=3, choices=(1, 3), help="an image-folder zip: 3 or 1"
+    )
     _json(p)
     p = command("me", account.me, "your account: admin or not, quotas and what you use")
     _json(p)

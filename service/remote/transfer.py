@@ -16,7 +16,7 @@ from service.client import Client
 from service.remote.base import UserError, print_json
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # the service's dataset and network names
-KINDS = {".npz": "dataset", ".pt2": "network"}  # what `upload` takes, by extension
+KINDS = {".npz": "dataset", ".zip": "dataset", ".pt2": "network"}  # by extension
 ROUTES = {"dataset": "/v1/datasets", "network": "/v1/networks"}
 CHUNK = 1 << 20
 
@@ -108,6 +108,10 @@ def upload(client: Client, args: argparse.Namespace) -> int:
         params |= {"mean": _floats(args.mean, "--mean"), "std": _floats(args.std, "--std")}
     elif args.mean or args.std:
         raise UserError("--mean and --std describe a network's input, not a dataset")
+    if path.suffix.lower() == ".zip":
+        if not args.image_size:
+            raise UserError(f"{path}: an image-folder zip needs --image-size (e.g. 32 or 32x48)")
+        params |= {"image_size": args.image_size, "channels": args.channels}
     ds = client.json(
         "POST",
         ROUTES[kind],

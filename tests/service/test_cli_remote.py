@@ -222,7 +222,7 @@ def test_upload(service: dict[str, Any], tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("1,2\n")
     refused(
         run_cli(service, "upload", str(tmp_path / "data.csv"), "--name", "x"),
-        "take an .npz dataset or a .pt2 network",
+        "take an .npz dataset, a .zip of image folders or a .pt2 network",
     )
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     refused(run_cli(service, "upload", str(tmp_path / "junk.npz")), "422")
