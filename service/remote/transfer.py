@@ -74,7 +74,10 @@ def _kind_and_file(target: list[str]) -> tuple[str, Path]:
         )
     if ext not in KINDS:
         hint = " (ONNX is not taken: export with torch.export)" if ext == ".onnx" else ""
-        raise UserError(f"{path}: take an .npz dataset or a .pt2 network (torch.export.save){hint}")
+        raise UserError(
+            f"{path}: take an .npz dataset, a .zip of image folders or a .pt2 network "
+            f"(torch.export.save){hint}"
+        )
     kind = KINDS[ext]
     if len(target) == 2 and target[0] != kind:
         raise UserError(f"{path}: a {ext} file is a {kind}, not a {target[0]}")
