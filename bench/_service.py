@@ -22,6 +22,7 @@ class Service:
 
     def __init__(self, work: Path, env: dict[str, str] | None = None) -> None:
         self.work = work
+        work.mkdir(parents=True, exist_ok=True)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
@@ -35,6 +36,7 @@ class Service:
             "HWNAS_ADMIN_TOKEN": secrets.token_urlsafe(32),  # this run's own, never stored
             **(env or {}),
         }
+        self.env = env
         self.log = open(work / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
         self.proc = subprocess.Popen(
@@ -74,6 +76,19 @@ class Service:
             raise SystemExit(f"job {job_id} ended {job['status']}: {job['error']}")
         print(f"job {job_id} {spec['name']}: {time.monotonic() - t0:.0f} s", flush=True)
         return {"id": job_id, "wall_s": round(time.monotonic() - t0, 1), "job": job}
+
+    def cli(self, *argv: str, timeout_s: float = 7200) -> str:
+        """An operator's ``hwnas`` command on this service's host (its database and stores)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", *argv],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"hwnas {' '.join(argv)} failed: {done.stderr[-2000:]}")
+        return done.stdout
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -13,8 +13,12 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from service.settings import get_settings
+if TYPE_CHECKING:
+    from workers.records import NetworkSource
+
+from service.settings import Settings, get_settings
 
 
 def _serve_api(host: str, port: int) -> None:
@@ -173,8 +177,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_tune_profile(args: argparse.Namespace) -> int:
     """Pre-tune the tasks ``--candidates`` sampled candidates of a space bring (resumable)."""
     from hw_profiles import get_profile
-    from search_spaces import SpaceContext, get_space
+    from search_spaces import NetworkSpace, SearchSpace, SpaceContext, get_space
     from workers.data import get_dataset
+    from workers.dense import dense_candidate
     from workers.probe.pretune import pretune, sample_candidates
     from workers.probe.reach import reachable
     from workers.probe.tuning import can_tune
@@ -188,20 +193,60 @@ def cmd_tune_profile(args: argparse.Namespace) -> int:
     if not ok:
         print(f"error: profile {profile.name!r} is not reachable: {reason}", file=sys.stderr)
         return 2
-    ds = get_dataset(args.dataset, settings.user_data_dir)
-    space = get_space(args.space)(
-        SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes)
-    )
+    overrides = json.loads(args.overrides) if args.overrides else None
+    network = None
+    if args.network:
+        network = _network_source(settings, args.network, args.owner)
+        desc = network.description
+        space: SearchSpace = NetworkSpace(
+            SpaceContext(input_shape=desc.input_shape, num_classes=desc.num_classes),
+            overrides,
+            network=desc,
+        )
+    else:
+        if not args.space:
+            print("error: give --space (a built-in space) or --network", file=sys.stderr)
+            return 2
+        ds = get_dataset(args.dataset, settings.user_data_dir)
+        space = get_space(args.space)(
+            SpaceContext(input_shape=ds.input_shape, num_classes=ds.num_classes), overrides
+        )
     cands = sample_candidates(space, args.candidates, args.seed)
+    if network is not None:  # what the front's verification times every point beside
+        cands.append(dense_candidate(cands[0]))
     report = pretune(
         profile,
         cands,
         Path(settings.tuning_dir).resolve(),
         budget_s=args.budget_s,
         log=lambda m: print(m, flush=True),
+        network=network,
     )
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _network_source(settings: Settings, network: str, owner: str) -> NetworkSource:
+    """An account's uploaded network, from the database (for operators' commands)."""
+    from sqlalchemy import select
+
+    from service.db import networks
+    from service.db.migrate import upgrade
+    from service.db.models import User
+    from service.db.session import get_sessionmaker
+    from workers.records import NetworkSource
+
+    upgrade(settings.database_url)
+    with get_sessionmaker(settings.database_url)() as s:
+        user_id = s.scalar(select(User.id).where(User.name == owner))
+        row = None
+        if user_id is not None:
+            row = networks.find(session=s, owner_id=user_id, name=network.removeprefix("user/"))
+        if row is None:
+            raise SystemExit(f"error: account {owner!r} has no network {network!r}")
+        return NetworkSource(
+            store=str(settings.networks_dir), description=networks.description(row)
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_dashboard)
     p = sub.add_parser("tune-profile", help="pre-tune a profile's MetaSchedule database")
     p.add_argument("profile", help="e.g. x86/local")
-    p.add_argument("--space", required=True, help="e.g. cnn_joint")
+    p.add_argument("--space", help="e.g. cnn_joint (or --network)")
+    p.add_argument("--network", help="an uploaded network (user/<name>) instead of a space")
+    p.add_argument("--owner", default="admin", help="with --network: the account that owns it")
+    p.add_argument("--overrides", help="space_overrides as JSON, to sample as a job would")
     p.add_argument("--dataset", default="fashion_mnist", help="sets the input shape")
     p.add_argument("--candidates", type=int, default=40, help="candidates to sample")
     p.add_argument("--seed", type=int, default=0)

@@ -21,6 +21,7 @@ from workers.probe import tuning
 from workers.probe.lowering import deployable, to_relax
 from workers.probe.structure import structural_model
 from workers.probe.targets import resolve_target
+from workers.records import NetworkSource
 
 
 class _RandomTrial:
@@ -39,11 +40,16 @@ def sample_candidates(space: SearchSpace, n: int, seed: int = 0) -> list[Candida
 
 
 def candidate_tasks(
-    cand: Candidate, profile: Profile, target: Any, equality: str | None = None
+    cand: Candidate,
+    profile: Profile,
+    target: Any,
+    equality: str | None = None,
+    network: NetworkSource | None = None,
 ) -> list[Any]:
     """The tuning tasks of ``cand``'s compressed structure on ``profile`` (deduplicated by
-    ``equality``, default the database's)."""
-    dep, _ = deployable(structural_model(cand), profile)
+    ``equality``, default the database's); ``network``: the upload a network candidate
+    compresses."""
+    dep, _ = deployable(structural_model(cand, network=network), profile)
     mod = to_relax(dep, example_input(cand))
     return tuning.extract(tuning.fuse(mod, target), target, equality)
 
@@ -56,6 +62,7 @@ def pretune(
     budget_s: float | None = None,
     settings: tuning.TuneSettings | None = None,
     log: Callable[[str], None] = print,
+    network: NetworkSource | None = None,
 ) -> dict[str, Any]:
     """Tune every task of ``candidates`` that ``profile``'s database lacks.
 
@@ -67,7 +74,7 @@ def pretune(
     target = resolve_target(profile)
     found: dict[str, Any] = {}
     for i, cand in enumerate(candidates):
-        for task in candidate_tasks(cand, profile, target):
+        for task in candidate_tasks(cand, profile, target, network=network):
             found.setdefault(tuning.task_key(task), task)
         log(f"lowered {i + 1}/{len(candidates)} candidates: {len(found)} distinct tasks")
     path = tuning.db_dir(tuning_root, profile, target)
