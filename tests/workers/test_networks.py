@@ -7,6 +7,7 @@ its ops named."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +114,40 @@ def test_a_network_candidate_round_trips_and_hashes_by_digest() -> None:
     other = cand.model_copy(update={"network": NetworkRef(name="user/r", digest="b" * 64)})
     assert cand.structural_hash() != other.structural_hash()
     assert cand.summary() == "net user/r [conv1 w8a8 p0.25 r1]"
+
+
+def test_the_untrained_structure_of_a_pruned_candidate(tmp_path: Path) -> None:
+    """What the pre-filter and the tuning grid lower (under no_grad): pruned by the dependency
+    graph, coded, and the same channel counts as the trained candidate gets."""
+    from search_spaces import NetworkSpace, SpaceContext
+    from workers.networks import sha256
+    from workers.probe.structure import structural_model
+    from workers.records import NetworkSource
+
+    torch.manual_seed(0)
+    ep = torch.export.export(
+        zoo.resnet18(10, 0.25).eval(),
+        (torch.zeros(2, 3, 32, 32),),
+        dynamic_shapes={"x": {0: torch.export.Dim("b")}},
+    )
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    blob = buf.getvalue()
+    (tmp_path / f"{sha256(blob)}.pt2").write_bytes(blob)
+    desc = describe(lift(load_program(blob, max_bytes=1 << 30)), name="user/r", digest=sha256(blob))
+    source = NetworkSource(store=str(tmp_path), description=desc)
+    space = NetworkSpace(
+        SpaceContext(input_shape=(3, 32, 32), num_classes=10),
+        {"prune": [0.5], "wbits": [8], "abits": [8], "rank": [1.0]},
+        network=desc,
+    )
+
+    class First:
+        def suggest_categorical(self, name: str, choices: list[object]) -> object:
+            return choices[0]
+
+    cand = space.sample(First())
+    net = structural_model(cand, network=source)
+    widths = [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert max(widths) == 64  # 128 channels of layer4, half pruned
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,6 +110,18 @@ class UploadedNet(CompressibleNet):
         }
         if not any(r > 0 for r in ratios.values()):
             return
+        with torch.enable_grad():  # the dependency graph traces autograd (callers may not)
+            self._prune(tp, ratios, criterion, steps, batches, finetune)
+
+    def _prune(
+        self,
+        tp: Any,
+        ratios: dict[nn.Module, float],
+        criterion: str,
+        steps: int,
+        batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None,
+        finetune: Callable[[nn.Module], None] | None,
+    ) -> None:
         example = torch.zeros(2, *self.input_shape)
         importance = _importance(criterion)
         pruner = tp.pruner.MetaPruner(
