@@ -131,7 +131,7 @@ def job_spec(name: str, trials: int, tune_s: float) -> dict[str, Any]:
             "codebook_bits": [0],
             "abits": [8],
             "sparsity": [0.0],
-            "prune": [0.0, 0.25, 0.375, 0.5, 0.625],
+            "prune": [0.0, 0.25, 0.375, 0.5],
             "rank": [1.0, 0.5],
             "kd_alpha": [0.5, 0.9],
         },
@@ -296,8 +296,8 @@ def main() -> int:
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     ap.add_argument("--epochs", type=int, default=8, help="training epochs of your models")
     ap.add_argument("--trials", type=int, default=16)
-    ap.add_argument("--tune-s", type=float, default=1200.0, help="each job's tuning budget")
-    ap.add_argument("--tune-per-candidate-s", type=float, default=45.0)
+    ap.add_argument("--tune-s", type=float, default=1920.0, help="each job's tuning budget")
+    ap.add_argument("--tune-per-candidate-s", type=float, default=120.0)
     ap.add_argument("--deadline-s", type=float, default=3000.0, help="per job")
     ap.add_argument("--pretune-candidates", type=int, default=12)
     ap.add_argument("--pretune-s", type=float, default=900.0, help="per network")
