@@ -19,12 +19,12 @@ from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of
 from service.api.errors import (
     conflict,
     disk_full,
-    forbidden,
     invalid,
     is_disk_full,
     not_found,
     responses,
 )
+from service.api.raw_uploads import check_storage, read_limited
 from service.api.routing import ReleasingRoute
 from service.db import accounts, uploads
 from service.db.models import ACTIVE, Dataset, Job, User
@@ -128,17 +128,9 @@ async def upload_dataset(
     if image_size is not None:
         h, _, w = image_size.partition("x")
         size = (int(h), int(w or h))
-    limit = settings.max_upload_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload over {limit} bytes")
-    blob = bytearray()
-    async for chunk in request.stream():
-        blob += chunk
-        if len(blob) > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload over {limit} bytes")
+    blob = await read_limited(request, settings.max_upload_bytes, "upload")
     return await run_in_threadpool(
-        _store, session, settings, user, name, bytes(blob), client_of(request), size, channels
+        _store, session, settings, user, name, blob, client_of(request), size, channels
     )
 
 
@@ -175,14 +167,7 @@ def _store(
         accounts.lock_account(session=session, user_id=user.id)
         if taken():
             raise conflict(f"dataset user/{name} already exists")
-        if not user.quota_exempt:
-            limit = accounts.quotas(user, settings)["max_storage_bytes"]
-            used = accounts.usage(session=session, user_id=user.id, settings=settings)
-            if used["storage_bytes"] + size > limit:
-                raise forbidden(
-                    f"quota max_storage_bytes = {limit}: you hold {used['storage_bytes']} bytes, "
-                    f"this dataset takes {size}"
-                )
+        check_storage(session, settings, user, size, "dataset")
         row = Dataset(owner_id=user.id, name=name, size_bytes=size, info=info)
         session.add(row)
         accounts.audit(

@@ -14,7 +14,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
@@ -24,12 +24,12 @@ from service.api.deps import CurrentUser, SessionDep, SettingsDep, client_of
 from service.api.errors import (
     conflict,
     disk_full,
-    forbidden,
     invalid,
     is_disk_full,
     not_found,
     responses,
 )
+from service.api.raw_uploads import check_storage, read_limited
 from service.api.routing import ReleasingRoute
 from service.db import accounts
 from service.db import networks as store
@@ -175,17 +175,9 @@ async def upload_network(
     """Upload a trained network as the raw bytes of a ``torch.export`` archive (``.pt2``).
     Without ``mean`` / ``std`` it takes images as hwnas stores them, pixels / 255 in [0, 1]."""
     normalization = _normalization(mean, std)
-    limit = settings.max_network_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"network over {limit} bytes")
-    blob = bytearray()
-    async for chunk in request.stream():
-        blob += chunk
-        if len(blob) > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"network over {limit} bytes")
+    blob = await read_limited(request, settings.max_network_bytes, "network")
     return await run_in_threadpool(
-        _store, session, settings, user, name, bytes(blob), normalization, client_of(request)
+        _store, session, settings, user, name, blob, normalization, client_of(request)
     )
 
 
@@ -211,14 +203,7 @@ def _store(
     accounts.lock_account(session=session, user_id=user.id)
     if store.find(session=session, owner_id=user.id, name=name) is not None:
         raise conflict(f"network user/{name} already exists")
-    if not user.quota_exempt:
-        quota = accounts.quotas(user, settings)["max_storage_bytes"]
-        used = accounts.usage(session=session, user_id=user.id, settings=settings)
-        if used["storage_bytes"] + len(blob) > quota:
-            raise forbidden(
-                f"quota max_storage_bytes = {quota}: you hold {used['storage_bytes']} bytes, "
-                f"this network takes {len(blob)}"
-            )
+    check_storage(session, settings, user, len(blob), "network")
     try:
         store.store(settings, blob, desc.digest)
     except OSError as e:

@@ -1,0 +1,37 @@
+"""What the routes taking raw uploads (a dataset, a network) share: reading a body within a
+limit (413 past it, from the declared length or as it streams), and the storage quota."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Request, status
+from sqlalchemy.orm import Session
+
+from service.api.errors import forbidden
+from service.db import accounts
+from service.db.models import User
+from service.settings import Settings
+
+
+async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    """The request's body, refused with 413 as soon as it is known to pass ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{what} over {limit} bytes")
+    blob = bytearray()
+    async for chunk in request.stream():
+        blob += chunk
+        if len(blob) > limit:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{what} over {limit} bytes")
+    return bytes(blob)
+
+
+def check_storage(session: Session, settings: Settings, user: User, adding: int, what: str) -> None:
+    """403 naming the quota when ``adding`` bytes would take the account past its storage."""
+    if user.quota_exempt:
+        return
+    limit = accounts.quotas(user, settings)["max_storage_bytes"]
+    used = accounts.usage(session=session, user_id=user.id, settings=settings)["storage_bytes"]
+    if used + adding > limit:
+        raise forbidden(
+            f"quota max_storage_bytes = {limit}: you hold {used} bytes, this {what} takes {adding}"
+        )
