@@ -170,6 +170,19 @@ def update_job(*, session: Session, job_id: int, **values: Any) -> None:
     session.commit()
 
 
+def active_jobs_using(*, session: Session, owner_id: int, field: str, value: str) -> list[int]:
+    """The account's queued or running jobs whose spec names ``value`` as ``field`` (an upload
+    they read: ``dataset`` or ``network``), sorted."""
+    ids = session.scalars(
+        select(Job.id).where(
+            Job.owner_id == owner_id,
+            Job.status.in_(ACTIVE),
+            Job.spec[field].as_string() == value,
+        )
+    ).all()
+    return sorted(ids)
+
+
 def warm_started_from(*, session: Session, job_id: int) -> list[int]:
     """Active jobs whose spec warm-starts from job ``job_id`` (they read its study when claimed)."""
     rows = session.execute(select(Job.id, Job.spec).where(Job.status.in_(ACTIVE))).all()

@@ -26,8 +26,8 @@ from service.api.errors import (
 )
 from service.api.raw_uploads import check_storage, read_limited
 from service.api.routing import ReleasingRoute
-from service.db import accounts, uploads
-from service.db.models import ACTIVE, Dataset, Job, User
+from service.db import accounts, crud, uploads
+from service.db.models import Dataset, User
 from service.schemas.pages import Page
 from service.schemas.spec import MAX_ID
 from workers.data import DatasetFormatError, DatasetTooLargeError, list_datasets
@@ -207,15 +207,11 @@ def delete_dataset(
     if row is None:
         raise not_found(f"dataset user/{name}")
     accounts.lock_account(session=session, user_id=user.id)  # no job of ours is submitted now
-    users = session.scalars(
-        select(Job.id).where(
-            Job.owner_id == user.id,
-            Job.status.in_(ACTIVE),
-            Job.spec["dataset"].as_string() == f"user/{name}",
-        )
-    ).all()
+    users = crud.active_jobs_using(
+        session=session, owner_id=user.id, field="dataset", value=f"user/{name}"
+    )
     if users:
-        raise conflict(f"dataset user/{name} is used by active job(s) {sorted(users)}")
+        raise conflict(f"dataset user/{name} is used by active job(s) {users}")
     session.delete(row)
     accounts.audit(
         session=session,

@@ -31,9 +31,9 @@ from service.api.errors import (
 )
 from service.api.raw_uploads import check_storage, read_limited
 from service.api.routing import ReleasingRoute
-from service.db import accounts
+from service.db import accounts, crud
 from service.db import networks as store
-from service.db.models import ACTIVE, Job, Network, User
+from service.db.models import Network, User
 from service.schemas.pages import Page
 from service.schemas.spec import MAX_ID
 
@@ -248,15 +248,11 @@ def delete_network(
     if row is None:
         raise not_found(f"network user/{name}")
     accounts.lock_account(session=session, user_id=user.id)
-    users = session.scalars(
-        select(Job.id).where(
-            Job.owner_id == user.id,
-            Job.status.in_(ACTIVE),
-            Job.spec["network"].as_string() == f"user/{name}",
-        )
-    ).all()
+    users = crud.active_jobs_using(
+        session=session, owner_id=user.id, field="network", value=f"user/{name}"
+    )
     if users:
-        raise conflict(f"network user/{name} is used by active job(s) {sorted(users)}")
+        raise conflict(f"network user/{name} is used by active job(s) {users}")
     digest = row.digest
     session.delete(row)
     accounts.audit(
