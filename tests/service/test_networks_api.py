@@ -201,3 +201,25 @@ def test_a_job_compresses_the_upload_against_it(db_url: str, tmp_path: Path) -> 
         trials[0]["metrics"]["parent_test_accuracy"]
     )
     assert all(f["agrees_with_card"] for f in card["file_scores"].values()), card["file_scores"]
+
+
+def test_a_normalized_network_needs_images_in_0_1(client: TestClient, concat_pt2: bytes) -> None:
+    """A network that declares mean / std takes pixels in [0, 1] before normalizing: a dataset
+    already holding other values is refused at submit, naming both."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, (60, 1, 8, 8)).astype(np.float32)  # already standardized, say
+    y = np.arange(60) % 10
+    buf = io.BytesIO()
+    np.savez(buf, x_train=x, y_train=y, x_test=x, y_test=y)
+    assert client.post("/v1/datasets", params={"name": "std"}, content=buf.getvalue()).is_success
+    r = client.post(
+        "/v1/networks", params={"name": "n", "mean": [0.5], "std": [0.25]}, content=concat_pt2
+    )
+    assert r.status_code == 201, r.text
+    job = {"dataset": "user/std", "space": "network", "network": "user/n",
+           "profiles": ["x86/local"], "budget": {"trials": 1}}  # fmt: skip
+    r = client.post("/v1/jobs", json=job)
+    assert r.status_code == 422 and "holds values in [-" in r.text, r.text
+    assert client.post("/v1/jobs", json={**job, "dataset": "digits"}).status_code == 201

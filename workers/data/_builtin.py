@@ -130,11 +130,18 @@ def _fashion_small(seed: int) -> Splits:
 
 
 register_dataset(
-    DatasetInfo("digits", "sklearn 8x8 handwritten digits, 1,797 images", (1, 8, 8), 10, _digits)
+    DatasetInfo(
+        "digits", "sklearn 8x8 handwritten digits, 1,797 images", (1, 8, 8), 10, _digits, (0.0, 1.0)
+    )
 )
 register_dataset(
     DatasetInfo(
-        "fashion_mnist", "Fashion-MNIST 28x28, 60k train / 10k test", (1, 28, 28), 10, _fashion
+        "fashion_mnist",
+        "Fashion-MNIST 28x28, 60k train / 10k test",
+        (1, 28, 28),
+        10,
+        _fashion,
+        (0.0, 1.0),
     )
 )
 register_dataset(
@@ -144,5 +151,6 @@ register_dataset(
         (1, 28, 28),
         10,
         _fashion_small,
+        (0.0, 1.0),
     )
 )

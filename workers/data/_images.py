@@ -186,6 +186,7 @@ def save_image_folder(
                 "classes": classes,
                 "sizes": {s: len(m) for s, m in splits.items()},
                 "x_scale": 1 / 255,
+                "x_range": [0.0, 1.0],
                 "source": "image-folder zip",
                 "preprocessing": f"decoded, converted to {mode}, resized to {size[0]}x{size[1]} "
                 "(bilinear), pixels / 255",

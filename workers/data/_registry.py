@@ -58,6 +58,7 @@ class DatasetInfo:
     input_shape: tuple[int, ...]
     num_classes: int
     loader: Callable[[int], Splits]
+    value_range: tuple[float, float] | None = None  # of x, where known (images: [0, 1])
 
 
 _DATASETS: dict[str, DatasetInfo] = {}

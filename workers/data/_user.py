@@ -144,6 +144,10 @@ def validate_npz(
         "input_shape": list(shape),
         "num_classes": classes,
         "sizes": {k[2:]: int(v.shape[0]) for k, v in arrays.items() if k.startswith("y_")},
+        "x_range": [
+            min(float(v.min()) for k, v in arrays.items() if k.startswith("x_")),
+            max(float(v.max()) for k, v in arrays.items() if k.startswith("x_")),
+        ],
     }
     return arrays, info
 
@@ -202,6 +206,7 @@ def user_info(root: Path, dataset: str) -> DatasetInfo:
         tuple(info["input_shape"]),
         int(info["num_classes"]),
         lambda seed: load_user(root, dataset, seed),
+        tuple(info["x_range"]) if "x_range" in info else None,
     )
 
 

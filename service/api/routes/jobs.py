@@ -167,6 +167,15 @@ def _check_network(job_in: JobSpec, session: SessionDep, settings: Settings, use
             f"samples of {ds.num_classes} classes",
             job_in.network,
         )
+    lo, hi = ds.value_range or (0.0, 1.0)
+    if desc.normalization.kind == "mean_std" and (lo < -1e-6 or hi > 1.0 + 1e-6):
+        raise invalid(
+            ("body", "network"),
+            f"{job_in.network} takes {desc.normalization.describe()}: images in [0, 1] before "
+            f"that; dataset {job_in.dataset!r} holds values in [{lo:.4g}, {hi:.4g}] (upload it "
+            "as pixels, or the network without mean/std)",
+            job_in.network,
+        )
     groups = {g.name: g for g in desc.groups}
     for key in job_in.fixed_params:
         if key.startswith("kd."):
