@@ -90,7 +90,7 @@ def test_a_full_disk_fails_an_upload_with_507_and_leaves_nothing(
 
     import numpy as np
 
-    import workers.data._user as user_data
+    import workers.data._stored as stored
 
     def full(*_: object, **__: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -103,7 +103,7 @@ def test_a_full_disk_fails_an_upload_with_507_and_leaves_nothing(
         x_test=np.zeros((20, 4), np.float32),
         y_test=np.arange(20) % 2,
     )
-    monkeypatch.setattr(user_data.np, "savez", full)  # the store's write hits a full disk
+    monkeypatch.setattr(stored.np, "save", full)  # the store's write hits a full disk
     settings = api_settings(db_url, tmp_path)
     with admin_client(settings) as c:
         r = c.post("/v1/datasets", params={"name": "big"}, content=buf.getvalue())
