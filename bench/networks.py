@@ -232,7 +232,39 @@ def summarize(name: str, uploaded: dict[str, Any], trials: list[dict[str, Any]],
             },
             "files_within_0.002": {"got": round(files_off, 4), "met": files_off <= 0.002},
         },  # fmt: skip
+        "missed": _missed(rows, trials, speed, size, trial_s),
     }
+
+
+def _missed(rows: list[dict[str, Any]], trials: list[dict[str, Any]], speed: float,
+            size: float, trial_s: list[float]) -> dict[str, str]:  # fmt: skip
+    """By how much each missed goal was missed, and what the run itself says about why."""
+    out: dict[str, str] = {}
+    closest = max(rows, key=lambda r: r["accuracy"], default=None)
+    if closest and (speed < SPEED_GOAL or size < SIZE_GOAL):
+        fast = max(closest["speedup_vs_yours"].values(), default=0.0)
+        why = (
+            f"the front's most accurate point ({closest['model_id']}) is "
+            f"{-closest['accuracy_change'] * 100:.1f} pts below yours "
+            f"({fast:.2f}x faster, {closest['size_ratio_vs_yours']:.1f}x smaller): "
+            f"{closest['summary']}"
+        )
+        if speed < SPEED_GOAL:
+            out["speedup_within_1pt"] = f"short by {SPEED_GOAL - speed:.2f}x; {why}"
+        if size < SIZE_GOAL:
+            out["size_ratio_within_1pt"] = f"short by {SIZE_GOAL - size:.2f}x; {why}"
+    if trial_s and median(trial_s) > TRIAL_GOAL_S:
+        stages: dict[str, list[float]] = {}
+        for t in trials:
+            for r in (t.get("timings") or {}).get("runs") or []:
+                for k, v in (r.get("timings") or {}).items():
+                    stages.setdefault(k, []).append(float(v))
+        parts = sorted(((median(v), k) for k, v in stages.items()), reverse=True)
+        out["trial_s_median"] = (
+            f"over by {median(trial_s) - TRIAL_GOAL_S:.0f} s; median seconds per stage: "
+            + ", ".join(f"{k} {s:.0f}" for s, k in parts)
+        )
+    return out
 
 
 def _trial_s(t: dict[str, Any]) -> float | None:
@@ -369,6 +401,8 @@ def main() -> int:
     plot(nets, a.out / "networks.png")
     for n in nets:
         print(n["name"], json.dumps(n["goals"]))
+        for goal, why in n["missed"].items():
+            print(f"  missed {goal}: {why}")
     return 0
 
 
