@@ -1,13 +1,16 @@
 """What the routes taking raw uploads (a dataset, a network) share: reading a body within a
-limit (413 past it, from the declared length or as it streams), and the storage quota."""
+limit (413 past it, from the declared length or as it streams), the storage quota, and
+deleting one (refused while an active job reads it, audited)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import HTTPException, Request, status
 from sqlalchemy.orm import Session
 
-from service.api.errors import forbidden
-from service.db import accounts
+from service.api.errors import conflict, forbidden
+from service.db import accounts, crud
 from service.db.models import User
 from service.settings import Settings
 
@@ -35,3 +38,33 @@ def check_storage(session: Session, settings: Settings, user: User, adding: int,
         raise forbidden(
             f"quota max_storage_bytes = {limit}: you hold {used} bytes, this {what} takes {adding}"
         )
+
+
+def delete_upload(
+    session: Session,
+    user: User,
+    kind: str,
+    name: str,
+    row: Any,
+    detail: dict[str, Any],
+    client: str,
+) -> None:
+    """Delete the account's upload ``row`` (``kind`` ``dataset`` or ``network``, the field jobs
+    name it by) and audit it, in one commit; 409 naming the jobs while an active one reads it."""
+    accounts.lock_account(session=session, user_id=user.id)  # no job of ours is submitted now
+    target = f"{kind} user/{name}"
+    users = crud.active_jobs_using(
+        session=session, owner_id=user.id, field=kind, value=f"user/{name}"
+    )
+    if users:
+        raise conflict(f"{target} is used by active job(s) {users}")
+    session.delete(row)
+    accounts.audit(
+        session=session,
+        user=user,
+        action=f"{kind}.delete",
+        target=target,
+        detail=detail,
+        client=client,
+    )
+    session.commit()

@@ -131,14 +131,17 @@ def test_delete_an_upload_unless_an_active_job_uses_it(
     client: TestClient, settings: Settings
 ) -> None:
     assert client.post("/v1/datasets", params={"name": "toy"}, content=_npz()).status_code == 201
+    admin_id = client.get("/v1/me").json()["id"]
+    stored = [p.name for p in settings.datasets_dir(admin_id).rglob("*")]
+    assert "toy.json" in stored and "x_train.npy" in stored
     spec = {**DEMO, "dataset": "user/toy", "space": "cnn_joint", "space_overrides": {}}
     job = client.post("/v1/jobs", json=spec).json()
     r = client.delete("/v1/datasets/toy")
     assert r.status_code == 409 and str(job["id"]) in r.json()["detail"]
     client.post(f"/v1/jobs/{job['id']}/cancel")
     assert client.delete("/v1/datasets/toy").status_code == 204
-    admin_id = client.get("/v1/me").json()["id"]
-    assert not (settings.datasets_dir(admin_id) / "toy.npz").exists()
+    left = [p for p in settings.datasets_dir(admin_id).rglob("*") if "toy" in p.name]
+    assert left == []  # its arrays (toy/*.npy) and description (toy.json) are gone
     assert "user/toy" not in [d["name"] for d in client.get("/v1/datasets").json()["data"]]
     assert client.delete("/v1/datasets/toy").status_code == 404
 

@@ -24,9 +24,9 @@ from service.api.errors import (
     not_found,
     responses,
 )
-from service.api.raw_uploads import check_storage, read_limited
+from service.api.raw_uploads import check_storage, delete_upload, read_limited
 from service.api.routing import ReleasingRoute
-from service.db import accounts, crud, uploads
+from service.db import accounts, uploads
 from service.db.models import Dataset, User
 from service.schemas.pages import Page
 from service.schemas.spec import MAX_ID
@@ -206,21 +206,7 @@ def delete_dataset(
     row = session.scalar(select(Dataset).where(Dataset.owner_id == user.id, Dataset.name == name))
     if row is None:
         raise not_found(f"dataset user/{name}")
-    accounts.lock_account(session=session, user_id=user.id)  # no job of ours is submitted now
-    users = crud.active_jobs_using(
-        session=session, owner_id=user.id, field="dataset", value=f"user/{name}"
-    )
-    if users:
-        raise conflict(f"dataset user/{name} is used by active job(s) {users}")
-    session.delete(row)
-    accounts.audit(
-        session=session,
-        user=user,
-        action="dataset.delete",
-        target=f"dataset user/{name}",
-        detail={"bytes": row.size_bytes},
-        client=client_of(request),
-    )
-    session.commit()
+    detail = {"bytes": row.size_bytes}
+    delete_upload(session, user, "dataset", name, row, detail, client_of(request))
     uploads.remove(settings.datasets_dir(user.id), name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

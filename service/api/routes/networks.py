@@ -29,9 +29,9 @@ from service.api.errors import (
     not_found,
     responses,
 )
-from service.api.raw_uploads import check_storage, read_limited
+from service.api.raw_uploads import check_storage, delete_upload, read_limited
 from service.api.routing import ReleasingRoute
-from service.db import accounts, crud
+from service.db import accounts
 from service.db import networks as store
 from service.db.models import Network, User
 from service.schemas.pages import Page
@@ -247,22 +247,8 @@ def delete_network(
     row = store.find(session=session, owner_id=user.id, name=name)
     if row is None:
         raise not_found(f"network user/{name}")
-    accounts.lock_account(session=session, user_id=user.id)
-    users = crud.active_jobs_using(
-        session=session, owner_id=user.id, field="network", value=f"user/{name}"
-    )
-    if users:
-        raise conflict(f"network user/{name} is used by active job(s) {users}")
     digest = row.digest
-    session.delete(row)
-    accounts.audit(
-        session=session,
-        user=user,
-        action="network.delete",
-        target=f"network user/{name}",
-        detail={"bytes": row.size_bytes, "digest": digest},
-        client=client_of(request),
-    )
-    session.commit()
+    detail = {"bytes": row.size_bytes, "digest": digest}
+    delete_upload(session, user, "network", name, row, detail, client_of(request))
     store.forget(session=session, settings=settings, digest=digest)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
