@@ -3,7 +3,8 @@ layers, described as layer groups for a space, pruned with torch-pruning's depen
 
 from workers.networks.archive import ArchiveError, load_program, safe_archive
 from workers.networks.describe import describe
-from workers.networks.lift import Lifted, NetworkError, UnsupportedOpError, check_lifted, lift
+from workers.networks.lift import Lifted, check_lifted, lift
+from workers.networks.ops import NetworkError, UnsupportedOpError
 from workers.networks.parent import (
     UploadedNet,
     lifted_network,

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from workers.networks.lift import NetworkError
+from workers.networks.ops import NetworkError
 
 MAX_MEMBERS = 10_000
 ONNX_HINT = (

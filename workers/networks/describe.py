@@ -24,7 +24,8 @@ import torch
 from torch import fx, nn
 
 from search_spaces import MAX_GROUPS, LayerGroup, NetworkDescription, Normalization
-from workers.networks.lift import Lifted, _name
+from workers.networks.lift import Lifted
+from workers.networks.ops import op_name
 
 _FACTOR_MIN = 32  # a layer with fewer outputs or inputs than this is not worth factorizing
 
@@ -142,7 +143,7 @@ def describe(
             )
         )
     ops = Counter(
-        _name(n.target) if n.op == "call_function" else str(type(mods[n.target]).__name__)
+        op_name(n.target) if n.op == "call_function" else str(type(mods[n.target]).__name__)
         for n in gm.graph.nodes
         if n.op in ("call_function", "call_module")
     )

@@ -26,64 +26,20 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from search_spaces import HwnasError
-
-# ATen calls copied as they are: elementwise activations and arithmetic, pooling, concat /
-# split, shape ops that keep the batch first. Each lowers through TVM's torch frontend and runs
-# in torch.jit / ONNX export.
-FUNCTIONS = frozenset(
-    {
-        "aten.relu.default",
-        "aten.relu_.default",
-        "aten.hardtanh.default",  # ReLU6
-        "aten.hardtanh_.default",
-        "aten.silu.default",
-        "aten.silu_.default",
-        "aten.hardswish.default",
-        "aten.hardswish_.default",
-        "aten.sigmoid.default",
-        "aten.hardsigmoid.default",
-        "aten.add.Tensor",
-        "aten.add_.Tensor",
-        "aten.mul.Tensor",
-        "aten.mul_.Tensor",
-        "aten.cat.default",
-        "aten.split.Tensor",
-        "aten.split_with_sizes.default",
-        "aten.chunk.default",
-        "aten.adaptive_avg_pool2d.default",
-        "aten.mean.dim",
-        "aten.max_pool2d.default",
-        "aten.avg_pool2d.default",
-        "aten.flatten.using_ints",
-        "aten.view.default",
-        "aten.reshape.default",
-        "aten.dropout.default",
-        "aten.clone.default",
-        "aten.contiguous.default",
-        "aten.alias.default",
-        "aten.sym_size.int",
-    }
+from workers.networks.ops import (
+    BN,
+    CONV,
+    DROPPED,
+    FUNCTIONS,
+    LINEAR,
+    RESHAPES,
+    NetworkError,
+    UnsupportedOpError,
+    arg,
+    op_name,
+    pair,
+    where,
 )
-_CONV = ("aten.conv2d.default", "aten.convolution.default")
-_BN = ("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default")
-_LINEAR = "aten.linear.default"
-_DROPPED = ("aten._assert_tensor_metadata.default",)  # export-time checks, no computation
-_RESHAPES = ("aten.view.default", "aten.reshape.default")
-LAYER_OPS = frozenset({*_CONV, *_BN, _LINEAR})
-
-
-class NetworkError(HwnasError, ValueError):
-    """An uploaded network hwnas cannot take (the message says why)."""
-
-
-class UnsupportedOpError(NetworkError):
-    """Ops of the graph hwnas cannot compress, lower and export; ``ops`` names each."""
-
-    def __init__(self, ops: list[str]) -> None:
-        shown = "; ".join(ops[:10]) + (f"; and {len(ops) - 10} more" if len(ops) > 10 else "")
-        super().__init__(f"unsupported ops: {shown}")
-        self.ops = ops
 
 
 @dataclass
@@ -96,32 +52,6 @@ class Lifted:
     static_batch: int | None  # the batch size the graph was exported with, when not dynamic
     layers: dict[str, str] = field(default_factory=dict)  # module path -> conv / bn / linear
     conv_bn: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _name(target: Any) -> str:
-    """``aten.conv2d.default`` for an ATen op; the qualified name of any other callable."""
-    if hasattr(target, "_schema"):
-        return str(target)
-    return f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', repr(target))}"
-
-
-def _where(node: fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    paths = [p for p, _ in stack.values() if p]
-    return f"node {node.name!r}" + (f" in module {paths[-1]!r}" if paths else "")
-
-
-def _arg(node: fx.Node, i: int, name: str, default: Any) -> Any:
-    if len(node.args) > i:
-        return node.args[i]
-    return node.kwargs.get(name, default)
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    items = [int(x) for x in v]
-    return (items[0], items[0]) if len(items) == 1 else (items[0], items[1])
 
 
 class _Lifter:
@@ -173,7 +103,7 @@ class _Lifter:
                 return self.env[a.name]
             if self._fqn(a) is not None:
                 return self._free_tensor(a)
-            raise NetworkError(f"{_where(a)} is used before it is computed")
+            raise NetworkError(f"{where(a)} is used before it is computed")
         if isinstance(a, list | tuple):
             return type(a)(self._map(x) for x in a)
         if isinstance(a, dict):
@@ -201,29 +131,29 @@ class _Lifter:
         fqn = self._fqn(node.args[1])
         if w is None or fqn is None or w.dim() != 4:
             self.bad.append(
-                f"{name} with a weight that is not a 2-D conv parameter ({_where(node)})"
+                f"{name} with a weight that is not a 2-D conv parameter ({where(node)})"
             )
             return None
-        bias = self._tensor(_arg(node, 2, "bias", None))
-        stride = _pair(_arg(node, 3, "stride", [1, 1]))
-        padding = _arg(node, 4, "padding", [0, 0])
-        dilation = _pair(_arg(node, 5, "dilation", [1, 1]))
+        bias = self._tensor(arg(node, 2, "bias", None))
+        stride = pair(arg(node, 3, "stride", [1, 1]))
+        padding = arg(node, 4, "padding", [0, 0])
+        dilation = pair(arg(node, 5, "dilation", [1, 1]))
         if name == "aten.convolution.default":
-            if _arg(node, 6, "transposed", False):
-                self.bad.append(f"{name} (transposed) ({_where(node)})")
+            if arg(node, 6, "transposed", False):
+                self.bad.append(f"{name} (transposed) ({where(node)})")
                 return None
-            groups = int(_arg(node, 8, "groups", 1))
+            groups = int(arg(node, 8, "groups", 1))
         else:
-            groups = int(_arg(node, 6, "groups", 1))
+            groups = int(arg(node, 6, "groups", 1))
         if isinstance(padding, str):
-            self.bad.append(f"{name} with padding={padding!r} ({_where(node)}): use numbers")
+            self.bad.append(f"{name} with padding={padding!r} ({where(node)}): use numbers")
             return None
         conv = nn.Conv2d(
             w.shape[1] * groups,
             w.shape[0],
             (w.shape[2], w.shape[3]),
             stride,
-            _pair(padding),
+            pair(padding),
             dilation,
             groups,
             bias=bias is not None,
@@ -238,11 +168,11 @@ class _Lifter:
     def _bn(self, node: fx.Node, name: str) -> fx.Node | None:
         legit = name.endswith("no_training.default")
         weight, bias, mean, var = (self._tensor(node.args[i]) for i in range(1, 5))
-        eps = float(_arg(node, 6 if legit else 7, "eps", 1e-5))
-        momentum = float(_arg(node, 5 if legit else 6, "momentum", 0.1))
+        eps = float(arg(node, 6 if legit else 7, "eps", 1e-5))
+        momentum = float(arg(node, 5 if legit else 6, "momentum", 0.1))
         owner = self._fqn(node.args[1]) or self._fqn(node.args[3])
         if mean is None or var is None or owner is None:
-            self.bad.append(f"{name} without running statistics ({_where(node)})")
+            self.bad.append(f"{name} without running statistics ({where(node)})")
             return None
         bn = nn.BatchNorm2d(mean.numel(), eps=eps, momentum=momentum, affine=weight is not None)
         with torch.no_grad():
@@ -258,9 +188,9 @@ class _Lifter:
         w = self._tensor(node.args[1])
         fqn = self._fqn(node.args[1])
         if w is None or fqn is None or w.dim() != 2:
-            self.bad.append(f"{name} with a weight that is not a parameter ({_where(node)})")
+            self.bad.append(f"{name} with a weight that is not a parameter ({where(node)})")
             return None
-        bias = self._tensor(_arg(node, 2, "bias", None))
+        bias = self._tensor(arg(node, 2, "bias", None))
         lin = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
         with torch.no_grad():
             lin.weight.copy_(w)
@@ -289,9 +219,9 @@ class _Lifter:
 
     def run(self) -> Lifted:
         handlers: dict[str, Callable[[fx.Node, str], fx.Node | None]] = {
-            **dict.fromkeys(_CONV, self._conv),
-            **dict.fromkeys(_BN, self._bn),
-            _LINEAR: self._linear,
+            **dict.fromkeys(CONV, self._conv),
+            **dict.fromkeys(BN, self._bn),
+            LINEAR: self._linear,
         }
         out_val: Any = None
         in_val: Any = None
@@ -313,17 +243,17 @@ class _Lifter:
                 self.graph.output(self._map(outs[0]))
                 continue
             if node.op != "call_function":
-                self.bad.append(f"{node.op} {node.target} ({_where(node)})")
+                self.bad.append(f"{node.op} {node.target} ({where(node)})")
                 continue
-            name = _name(node.target)
-            if name in _DROPPED:
+            name = op_name(node.target)
+            if name in DROPPED:
                 continue
             if name in handlers:
                 self.env[node.name] = handlers[name](node, name)
                 continue
             if node.target is operator.getitem:
                 src = node.args[0]
-                if isinstance(src, fx.Node) and _name(src.target) in _BN:
+                if isinstance(src, fx.Node) and op_name(src.target) in BN:
                     if node.args[1] == 0:
                         self.env[node.name] = self.env.get(src.name)
                     continue  # the legit op's saved mean / var: unused in eval
@@ -332,10 +262,10 @@ class _Lifter:
                 )
                 continue
             if name not in FUNCTIONS:
-                self.bad.append(f"{name} ({_where(node)})")
+                self.bad.append(f"{name} ({where(node)})")
                 self.env[node.name] = None  # refused: what reads it is judged on its own
                 continue
-            args = self._reshape_args(node) if name in _RESHAPES else node.args
+            args = self._reshape_args(node) if name in RESHAPES else node.args
             self.env[node.name] = self.graph.call_function(
                 node.target, self._map(args), self._map(node.kwargs)
             )

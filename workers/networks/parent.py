@@ -27,7 +27,8 @@ from workers.compress.rounding import CHANNEL_MULTIPLE
 from workers.models import CompressibleNet, LayerSpec
 from workers.networks.archive import load_program
 from workers.networks.describe import head_path
-from workers.networks.lift import Lifted, NetworkError, check_lifted, lift
+from workers.networks.lift import Lifted, check_lifted, lift
+from workers.networks.ops import NetworkError
 
 MAX_ARCHIVE_BYTES = 4 << 30  # what a stored archive may declare (uploads are bounded earlier)
 _lock = threading.Lock()
