@@ -245,7 +245,8 @@ def _network_source(settings: Settings, network: str, owner: str) -> NetworkSour
         if row is None:
             raise SystemExit(f"error: account {owner!r} has no network {network!r}")
         return NetworkSource(
-            store=str(settings.networks_dir), description=networks.description(row)
+            store=str(networks.store_dir(settings, row.owner_id)),
+            description=networks.description(row),
         )
 
 

@@ -27,7 +27,7 @@ from workers.compress.pipeline import compress
 from workers.compress.rounding import CHANNEL_MULTIPLE
 from workers.compress.sparse import sparsity_of
 from workers.cost import compute_cost
-from workers.data import Split, Splits, load_splits
+from workers.data import Split, Splits, dataset_identity, load_splits
 from workers.dense import dense_candidate
 from workers.export import export_onnx, export_torchscript, write_card
 from workers.models import (
@@ -150,16 +150,17 @@ def _evaluate(req: EvalRequest) -> EvalResult:
 
     progress.report("loading data")
     data = _splits(req.dataset, req.split_seed, req.user_dir)
+    identity = dataset_identity(req.dataset, Path(req.user_dir) if req.user_dir else None)
     progress.report("dense parent")
     hit: bool | None
     if req.network is not None:  # the upload is the parent: nothing to train
         data = normalized(data, req.network.description.normalization)
         parent, hit = model_of(cand, req.network), None
-        parent_scores = uploaded_scores(parent, req, data)
+        parent_scores = uploaded_scores(parent, req, data, identity)
     else:
         parent, hit = trained_parent(
             cand,
-            dataset=req.dataset,
+            dataset=identity,
             split_seed=req.split_seed,
             recipe=recipe,
             train_data=data.train,

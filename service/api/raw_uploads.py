@@ -4,6 +4,7 @@ deleting one (refused while an active job reads it, audited)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import HTTPException, Request, status
@@ -48,9 +49,11 @@ def delete_upload(
     row: Any,
     detail: dict[str, Any],
     client: str,
+    before_commit: Callable[[], None] | None = None,
 ) -> None:
     """Delete the account's upload ``row`` (``kind`` ``dataset`` or ``network``, the field jobs
-    name it by) and audit it, in one commit; 409 naming the jobs while an active one reads it."""
+    name it by) and audit it, in one commit; 409 naming the jobs while an active one reads it.
+    ``before_commit`` runs under the account's lock, the row already deleted."""
     accounts.lock_account(session=session, user_id=user.id)  # no job of ours is submitted now
     target = f"{kind} user/{name}"
     users = crud.active_jobs_using(
@@ -67,4 +70,6 @@ def delete_upload(
         detail=detail,
         client=client,
     )
+    if before_commit is not None:
+        before_commit()
     session.commit()

@@ -16,6 +16,14 @@ from service.db.models import Network
 from service.settings import Settings
 
 
+class NormalizationError(ValueError):
+    """The declared mean / std do not fit the network (``field`` names which)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def check_upload(
     settings: Settings, name: str, blob: bytes, normalization: Normalization
 ) -> NetworkDescription:
@@ -34,29 +42,45 @@ def check_upload(
         channels = lifted.input_shape[0] if len(lifted.input_shape) == 3 else None
         for field, values in (("mean", normalization.mean), ("std", normalization.std)):
             if values is None or len(values) != channels:
-                raise ValueError(
-                    f"{field}: {len(values or ())} values for a network taking {channels} channels"
+                raise NormalizationError(
+                    field,
+                    f"{field}: {len(values or ())} values for a network taking {channels} channels",
                 )
     return describe(lifted, name=f"user/{name}", digest=sha256(blob), normalization=normalization)
 
 
-def store(settings: Settings, blob: bytes, digest: str) -> Path:
-    """Write the archive under its digest (once: the same content is stored once)."""
-    root = settings.networks_dir
+def store_dir(settings: Settings, owner_id: int) -> Path:
+    """Where an account's archives lie (``<dir>/<sha256>.pt2``): each account its own, so no
+    delete of one account can race an upload of another."""
+    return settings.networks_dir / str(owner_id)
+
+
+def store(settings: Settings, owner_id: int, blob: bytes, digest: str) -> Path:
+    """Write the archive under its digest, atomically (an account stores one content once)."""
+    root = store_dir(settings, owner_id)
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{digest}.pt2"
     if not path.is_file():
         tmp = root / f".{digest}.{uuid.uuid4().hex}.tmp"
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+        try:
+            tmp.write_bytes(blob)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
 
 
-def forget(*, session: Session, settings: Settings, digest: str) -> None:
-    """Remove the archive once no row names its digest any more."""
-    left = session.scalar(select(func.count()).select_from(Network).where(Network.digest == digest))
+def forget(*, session: Session, settings: Settings, owner_id: int, digest: str) -> None:
+    """Remove the account's archive once none of its rows names the digest any more; called
+    under the account's lock, before the deletion commits, so no upload of it interleaves."""
+    session.flush()
+    left = session.scalar(
+        select(func.count())
+        .select_from(Network)
+        .where(Network.owner_id == owner_id, Network.digest == digest)
+    )
     if not left:
-        (settings.networks_dir / f"{digest}.pt2").unlink(missing_ok=True)
+        (store_dir(settings, owner_id) / f"{digest}.pt2").unlink(missing_ok=True)
 
 
 def find(*, session: Session, owner_id: int, name: str) -> Network | None:

@@ -247,7 +247,8 @@ class JobController(Endings, Intake):
                 f"{row.digest[:12]}, the job's {spec.network_digest[:12]})"
             )
         return NetworkSource(
-            store=str(self.settings.networks_dir), description=networks.description(row)
+            store=str(networks.store_dir(self.settings, row.owner_id)),
+            description=networks.description(row),
         )
 
     def deadline_s(self, spec: JobSpec) -> float:

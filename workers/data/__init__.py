@@ -13,9 +13,10 @@ from workers.data._registry import (
     list_datasets,
     load_splits,
 )
-from workers.data._user import save_user_dataset, validate_npz
+from workers.data._user import dataset_identity, save_user_dataset, validate_npz
 
 __all__ = [
+    "dataset_identity",
     "DatasetFormatError",
     "DatasetTooLargeError",
     "UploadLimits",

@@ -55,7 +55,7 @@ class DatasetWriter:
             shutil.rmtree(final)
         os.replace(self.tmp, final)
         meta = self.root / f".{self.name}.{uuid.uuid4().hex}.json"
-        meta.write_text(json.dumps({**info, "layout": "npy"}))
+        meta.write_text(json.dumps({**info, "layout": "npy", "upload_id": uuid.uuid4().hex}))
         os.replace(meta, self.root / f"{self.name}.json")
 
     def abort(self) -> None:

@@ -190,6 +190,21 @@ def _stored_name(dataset: str) -> str:
     return name
 
 
+def dataset_identity(dataset: str, root: Path | None) -> str:
+    """What a cache keyed by dataset must say: a built-in's name; for ``user/<name>``, the
+    account's directory and the upload itself (its id, or for an upload stored before ids the
+    time its description was written), so that neither another account's ``user/<name>`` nor a
+    later upload under the same name hits an entry of this one."""
+    if not dataset.startswith(PREFIX) or root is None:
+        return dataset
+    meta = root / f"{_stored_name(dataset)}.json"
+    try:
+        upload = json.loads(meta.read_text()).get("upload_id") or f"t{meta.stat().st_mtime_ns}"
+    except (OSError, ValueError) as e:
+        raise UnknownDatasetError(f"unknown dataset {dataset!r}: {e}") from None
+    return f"{dataset}@{root.resolve()}#{upload}"
+
+
 def user_info(root: Path, dataset: str) -> DatasetInfo:
     """The registry entry of ``user/<name>`` stored under ``root``.
 

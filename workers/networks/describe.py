@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
+from pydantic import ValidationError
 from torch import fx, nn
 
 from search_spaces import MAX_GROUPS, LayerGroup, NetworkDescription, Normalization
 from workers.networks.lift import Lifted
-from workers.networks.ops import op_name
+from workers.networks.ops import NetworkError, op_name
 
 _FACTOR_MIN = 32  # a layer with fewer outputs or inputs than this is not worth factorizing
 
@@ -128,6 +129,8 @@ def describe(
     gm = lifted.module
     mods = dict(gm.named_modules())
     layers = weight_layers_in_order(gm)
+    if not layers:
+        raise NetworkError("the network has no convolution or linear layer: nothing to compress")
     example = torch.zeros(2, *lifted.input_shape)
     roots = prunable_roots(gm, example)
     groups = []
@@ -147,14 +150,19 @@ def describe(
         for n in gm.graph.nodes
         if n.op in ("call_function", "call_module")
     )
-    return NetworkDescription(
-        name=name,
-        digest=digest,
-        input_shape=lifted.input_shape,
-        num_classes=lifted.num_classes,
-        normalization=normalization or Normalization(),
-        groups=tuple(groups),
-        layers=len(layers),
-        params=sum(int(p.numel()) for p in gm.parameters()),
-        ops=dict(sorted(ops.items())),
-    )
+    try:
+        return NetworkDescription(
+            name=name,
+            digest=digest,
+            input_shape=lifted.input_shape,
+            num_classes=lifted.num_classes,
+            normalization=normalization or Normalization(),
+            groups=tuple(groups),
+            layers=len(layers),
+            params=sum(int(p.numel()) for p in gm.parameters()),
+            ops=dict(sorted(ops.items())),
+        )
+    except ValidationError as e:  # e.g. one output (classes >= 2), an input of 0 pixels
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise NetworkError(f"the network's {where}: {err['msg']}") from None

@@ -45,15 +45,16 @@ def normalized(data: Splits, normalization: Normalization) -> Splits:
 
 
 def uploaded_scores(
-    parent: nn.Module, req: EvalRequest, data: Splits
+    parent: nn.Module, req: EvalRequest, data: Splits, dataset: str
 ) -> tuple[float, float | None]:
     """The uploaded model's validation and test accuracy on the job's data (cached under
-    ``<cache dir>/networks/``, keyed by network, dataset, split seed and normalization)."""
+    ``<cache dir>/networks/``, keyed by network, ``dataset`` (its identity: an upload's account
+    and id, see ``workers.data.dataset_identity``), split seed and normalization)."""
     assert req.network is not None
     desc = req.network.description
     key = hashlib.sha256(
         json.dumps(
-            [desc.digest, req.dataset, req.split_seed, desc.normalization.model_dump(mode="json")],
+            [desc.digest, dataset, req.split_seed, desc.normalization.model_dump(mode="json")],
             sort_keys=True,
         ).encode()
     ).hexdigest()[:20]

@@ -112,14 +112,14 @@ def create_job(
     user: CurrentUser,
 ) -> JobPublic:
     """Submit a search job (queued until a scheduler claims it)."""
+    checks.reachable(job_in)
+    accounts.lock_account(session=session, user_id=user.id)  # no upload is deleted meanwhile
     if job_in.network is not None:
         job_in = checks.network(job_in, session, settings, user)
     elif job_in.dataset.startswith("user/"):
         checks.user_dataset(job_in, settings, user.id)
     if job_in.warm_start_from is not None:
         checks.warm_start(job_in, session, user)
-    checks.reachable(job_in)
-    accounts.lock_account(session=session, user_id=user.id)
     checks.rate(session, settings, user)
     checks.quotas(session, settings, user, jobs=1, trials=job_in.budget.trials)
     job = crud.create_job(session=session, job_in=job_in, owner_id=user.id, commit=False)

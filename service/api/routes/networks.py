@@ -10,6 +10,7 @@ described as layer groups: the dimensions of its space. Jobs of its owner name i
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import datetime
 from typing import Annotated, Any
@@ -37,6 +38,7 @@ from service.db.models import Network, User
 from service.schemas.pages import Page
 from service.schemas.spec import MAX_ID
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/networks", tags=["networks"], route_class=ReleasingRoute)
 NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_CHANNELS = 4
@@ -198,14 +200,22 @@ def _store(
         desc = store.check_upload(settings, name, blob, normalization)
     except NetworkError as e:
         raise invalid(("body",), str(e)) from None
-    except ValueError as e:  # mean / std against the network's channels
-        raise invalid(("query", str(e).split(":")[0]), str(e)) from None
+    except store.NormalizationError as e:  # mean / std against the network's channels
+        raise invalid(("query", e.field), str(e)) from None
+    except MemoryError:
+        raise invalid(("body",), "the network does not fit in memory here") from None
+    except Exception as e:  # noqa: BLE001 - torch on a graph it reads but cannot run
+        log.warning("network upload %r refused: %s: %s", name, type(e).__name__, str(e)[:300])
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise invalid(
+            ("body",), f"the network cannot be run here: {type(e).__name__}: {first}"
+        ) from None
     accounts.lock_account(session=session, user_id=user.id)
     if store.find(session=session, owner_id=user.id, name=name) is not None:
         raise conflict(f"network user/{name} already exists")
     check_storage(session, settings, user, len(blob), "network")
     try:
-        store.store(settings, blob, desc.digest)
+        store.store(settings, user.id, blob, desc.digest)
     except OSError as e:
         if is_disk_full(e):
             raise disk_full(f"network user/{name}", e) from None
@@ -249,6 +259,14 @@ def delete_network(
         raise not_found(f"network user/{name}")
     digest = row.digest
     detail = {"bytes": row.size_bytes, "digest": digest}
-    delete_upload(session, user, "network", name, row, detail, client_of(request))
-    store.forget(session=session, settings=settings, digest=digest)
+    delete_upload(
+        session,
+        user,
+        "network",
+        name,
+        row,
+        detail,
+        client_of(request),
+        lambda: store.forget(session=session, settings=settings, owner_id=user.id, digest=digest),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
