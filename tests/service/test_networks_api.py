@@ -20,11 +20,7 @@ from workers.networks import zoo
 
 def pt2(model: torch.nn.Module, shape: tuple[int, ...], dynamic: bool = True) -> bytes:
     """A trained-or-not model as a user exports it."""
-    kw = {"dynamic_shapes": {"x": {0: torch.export.Dim("batch")}}} if dynamic else {}
-    ep = torch.export.export(model.eval(), (torch.zeros(2 if dynamic else 1, *shape),), **kw)
-    buf = io.BytesIO()
-    torch.export.save(ep, buf)
-    return buf.getvalue()
+    return zoo.export_pt2(model, shape, None if dynamic else 1)
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,10 @@ from workers.networks.archive import MAX_TENSOR_ELEMENTS, ArchiveError, safe_arc
 MAX = 1 << 28
 
 
-def _export(model: torch.nn.Module, shape: tuple[int, ...], batch: int | None = None) -> bytes:
-    kw = {} if batch else {"dynamic_shapes": {"x": {0: torch.export.Dim("batch")}}}
-    ep = torch.export.export(model.eval(), (torch.zeros(batch or 2, *shape),), **kw)  # type: ignore[arg-type]
-    buf = io.BytesIO()
-    torch.export.save(ep, buf)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def blob() -> bytes:
     torch.manual_seed(0)
-    return _export(zoo.ConcatNet(10, in_channels=1), (1, 8, 8))
+    return zoo.export_pt2(zoo.ConcatNet(10, in_channels=1), (1, 8, 8))
 
 
 class _Boom:
@@ -179,7 +171,9 @@ def test_a_graph_too_large_for_memory_is_refused_from_its_shapes(blob: bytes) ->
 
 def test_a_static_batch_larger_than_the_check_and_a_network_without_layers() -> None:
     torch.manual_seed(0)
-    ep = load_program(_export(zoo.ConcatNet(10, in_channels=1), (1, 8, 8), batch=8), max_bytes=MAX)
+    ep = load_program(
+        zoo.export_pt2(zoo.ConcatNet(10, in_channels=1), (1, 8, 8), batch=8), max_bytes=MAX
+    )
     lifted = lift(ep)
     assert lifted.static_batch == 8 and check_lifted(ep, lifted) < 1e-4
 
@@ -187,7 +181,7 @@ def test_a_static_batch_larger_than_the_check_and_a_network_without_layers() -> 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x.mean((2, 3))
 
-    ep = load_program(_export(Pool(), (3, 8, 8)), max_bytes=MAX)
+    ep = load_program(zoo.export_pt2(Pool(), (3, 8, 8)), max_bytes=MAX)
     from workers.networks import NetworkError
 
     with pytest.raises(NetworkError, match="no convolution or linear layer"):

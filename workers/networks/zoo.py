@@ -240,3 +240,15 @@ class TinyViT(nn.Module):
         tokens = self.embed(x).flatten(2).transpose(1, 2)
         out: torch.Tensor = self.head(self.norm(self.encoder(tokens)).mean(dim=1))
         return out
+
+
+def export_pt2(model: nn.Module, shape: tuple[int, ...], batch: int | None = None) -> bytes:
+    """``model`` saved as a user uploads it: ``torch.export`` with a dynamic batch (or, with
+    ``batch``, a static one of that size), then ``torch.export.save``."""
+    import io
+
+    dynamic = {"dynamic_shapes": {"x": {0: torch.export.Dim("batch")}}} if batch is None else {}
+    ep = torch.export.export(model.eval(), (torch.zeros(batch or 2, *shape),), **dynamic)  # type: ignore[arg-type]
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    return buf.getvalue()
