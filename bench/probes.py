@@ -39,7 +39,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _int8 import ort_fp32_int8_ms, with_precision  # noqa: E402
+
 from hw_profiles import get_profile  # noqa: E402
+from hw_profiles.isa import resolve_int8_dot  # noqa: E402
 from search_spaces import Candidate, SpaceContext, get_space  # noqa: E402
 from workers.compress.rounding import CHANNEL_MULTIPLE  # noqa: E402
 from workers.export import export_onnx  # noqa: E402
@@ -96,7 +99,7 @@ def hit_rate(cands: list[Candidate], profile: Any) -> dict[str, Any]:
     hits = 0
     for c in cands:
         dep, _ = deployable(structural_model(c), profile)
-        key = structure_hash(to_relax(dep, example_input(c)), tensor_shapes(dep))
+        key = structure_hash(to_relax(dep, example_input(c), profile), tensor_shapes(dep))
         hits += key in seen
         seen.add(key)
     return {"trials": len(cands), "hits": hits, "distinct": len(seen)}
@@ -111,7 +114,9 @@ def task_hits(cands: list[Candidate], profile: Any, tuning_root: Path) -> dict[s
     found = total = full = 0
     for c in cands:
         dep, _ = deployable(structural_model(c), profile)
-        st = tuning_state(to_relax(dep, example_input(c)), target, profile, tuning_root, 0.0)
+        st = tuning_state(
+            to_relax(dep, example_input(c), profile), target, profile, tuning_root, 0.0
+        )
         found += st.found_tuned
         total += len(st.tasks)
         full += st.found_tuned == len(st.tasks)
@@ -172,8 +177,13 @@ def main() -> None:
         check = torch.randn(64, *x.shape[1:], generator=torch.Generator().manual_seed(i))
         untuned = probe(model, x, profile, check_inputs=check)
         tuned = probe(model, x, profile, options=tuned_opts, check_inputs=check)
-        dep, _ = deployable(model, profile)
-        row = {
+        # The same structure all int8, against ORT's static int8 of its fp32 twin's ONNX.
+        q_cand, f_cand = with_precision(cand, 8), with_precision(cand, 32)
+        q_tuned = probe(
+            structural_model(q_cand), x, profile, options=tuned_opts, check_inputs=check
+        )
+        ort_q = ort_fp32_int8_ms(structural_model(f_cand), x)
+        row: dict[str, Any] = {
             "hash": cand.structural_hash(),
             "summary": cand.summary(),
             "probe_ms": tuned.median_ms,
@@ -194,6 +204,11 @@ def main() -> None:
             "torch_ms": torch_ms(model, x),
             "precision": tuned.precision,
             "argmax_agreement": tuned.argmax_agreement,
+            "int8_tuned_ms": q_tuned.median_ms,
+            "int8_partial": q_tuned.partial,
+            "int8_precision": q_tuned.precision,
+            "ort_fp32_twin_ms": ort_q["ort_fp32_ms"],
+            "ort_int8_ms": ort_q["ort_int8_ms"],
         }
         rows.append(row)
         print(
@@ -210,6 +225,7 @@ def main() -> None:
     print(json.dumps(tasks), flush=True)
     tuned_ms = [r["tuned_ms"] for r in rows]
     ort = [r["ort_ms"] for r in rows]
+    tuned_isa = probe(structural_model(cand), x, profile).isa
     result = {
         "profile": a.profile,
         "space": a.space,
@@ -223,6 +239,11 @@ def main() -> None:
             [r["ort_ms"] for r in rows if not r["partial"]],
         ),
         "tuned_over_ort_median": float(np.median(np.array(tuned_ms) / np.array(ort))),
+        "int8_tuned_over_ort_int8_median": float(
+            np.median([r["int8_tuned_ms"] / r["ort_int8_ms"] for r in rows])
+        ),
+        "int8_dot": resolve_int8_dot(profile),
+        "isa": tuned_isa,
         "untuned_over_ort_median": float(
             np.median(np.array([r["untuned_ms"] for r in rows]) / np.array(ort))
         ),
@@ -258,6 +279,7 @@ def main() -> None:
 GOALS: dict[str, tuple[float, str]] = {
     "spearman_probe_vs_ort": (0.9, ">="),
     "tuned_over_ort_median": (1.0, "<="),
+    "int8_tuned_over_ort_int8_median": (1.0, "<="),
     "compile_measure_s_median": (3.0, "<="),
     "tune_s_per_new_candidate": (30.0, "<="),
     "task_hit_rate": (0.8, ">="),

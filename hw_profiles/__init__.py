@@ -1,5 +1,6 @@
 """Hardware profiles: TOML data validated by a pydantic schema (no torch/tvm imports here)."""
 
+from hw_profiles import isa
 from hw_profiles._loader import (
     RPC_TRACKER_ENV,
     ProfileError,
@@ -9,10 +10,11 @@ from hw_profiles._loader import (
     load_profile_file,
     profile_dirs,
 )
-from hw_profiles._schema import PROFILE_SCHEMA_VERSION, Measure, Profile, Supports
+from hw_profiles._schema import PROFILE_SCHEMA_VERSION, Int8Dot, Measure, Profile, Supports
 
 __all__ = [
     "PROFILE_SCHEMA_VERSION",
+    "Int8Dot",
     "RPC_TRACKER_ENV",
     "Measure",
     "Profile",
@@ -20,6 +22,7 @@ __all__ = [
     "Supports",
     "UnknownProfileError",
     "get_profile",
+    "isa",
     "list_profiles",
     "load_profile_file",
     "profile_dirs",

@@ -43,6 +43,11 @@ class Measure(BaseModel):
         "model is mostly timer noise at 20 runs)",
     )
     max_cv: float = Field(default=0.15, gt=0, le=10)
+    emulated: bool = Field(
+        default=False,
+        description="the device is emulated (e.g. an aarch64 board under qemu-user): its "
+        "timings check that code runs, they are not the board's latency",
+    )
 
     @field_validator("tracker", "host")
     @classmethod
@@ -56,13 +61,29 @@ class Measure(BaseModel):
         return self
 
 
+Int8Dot = Literal["auto", "none", "vnni", "amx", "sdot"]
+
+
 class Supports(BaseModel):
-    """Precisions the device computes natively (they decide each layer's deployed precision)."""
+    """Precisions the device computes natively (they decide each layer's deployed precision).
+
+    ``int8_dot`` is the int8 dot-product instruction the int8 kernels are built for: ``auto``
+    (what the probing CPU has, or for a board the target's ``mattr``), ``none``, ``vnni``
+    (x86 AVX-512 VNNI), ``amx`` (x86 AMX-INT8) or ``sdot`` (ARMv8.2 dot product); see
+    :mod:`hw_profiles.isa`. ``true`` / ``false`` from older profiles read as ``auto`` / ``none``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    int8_dot: bool = False
+    int8_dot: Int8Dot = "none"
     fp16: bool = False
+
+    @field_validator("int8_dot", mode="before")
+    @classmethod
+    def _legacy_bool(cls, v: object) -> object:
+        if isinstance(v, bool):
+            return "auto" if v else "none"
+        return v
 
 
 class Profile(BaseModel):
@@ -90,7 +111,21 @@ class Profile(BaseModel):
             )
         if "kind" not in self.target:
             raise ValueError("target.kind is required (e.g. 'llvm', 'cuda')")
+        self._check_int8_dot()
         return self
+
+    def _check_int8_dot(self) -> None:
+        """An instruction the target cannot emit is a profile error, named."""
+        dot = self.supports.int8_dot
+        kind = str(self.target["kind"])
+        triple = str(self.target.get("mtriple", ""))
+        arm = triple.startswith(("aarch64", "arm64"))
+        if dot in ("vnni", "amx") and (kind != "llvm" or arm):
+            raise ValueError(f"supports.int8_dot = {dot!r} needs an x86 llvm target")
+        if dot == "sdot" and not (arm and "+dotprod" in self.target.get("mattr", [])):
+            raise ValueError(
+                "supports.int8_dot = 'sdot' needs an aarch64 target with '+dotprod' in target.mattr"
+            )
 
     @property
     def is_local(self) -> bool:

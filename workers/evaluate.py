@@ -360,6 +360,7 @@ def card(
             else f"{', '.join(off)} score differently from the card: see each entry"
         ),
         "latency": {p: st.model_dump(mode="json") for p, st in latency.items()},
+        "int8_path": {p: st.int8_note() for p, st in latency.items()},
         "verified": None,
         "data": {
             "dataset": req.dataset,

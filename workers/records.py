@@ -103,10 +103,38 @@ class ProbeStats(_Record):
     target: str
     threads: int
     via: str
+    int8_dot: Literal["none", "vnni", "amx", "sdot"] = Field(
+        default="none",
+        description="the dot-product instruction the int8 kernels were built for (none: plain "
+        "vector code; hw_profiles.isa)",
+    )
+    isa: list[str] = Field(
+        default_factory=list,
+        description="the measuring CPU: its architecture and instruction-set flags (a board: "
+        "the target's mattr)",
+    )
+    emulated: bool = Field(
+        default=False, description="timed on an emulated device: not a latency of the device"
+    )
     rpc: str | None = None
     remote_threads: int | None = None
     rpc_attempts: int | None = None
     probe_worker_calls: int | None = None
+
+    def int8_note(self) -> str:
+        """What a model card says of this profile's int8 kernels, and whether they were tuned."""
+        n = self.precision.get("int8", 0)
+        if not n:
+            return "no int8 layers"
+        tuned: str = "tuned" if self.tuning == "metaschedule" and not self.partial else self.tuning
+        if self.partial:
+            tuned += ", partly untuned"
+        if self.int8_dot == "none":
+            return (
+                f"{n} int8 layer(s); no int8 dot-product on this target: they run as plain "
+                f"vector integer code ({tuned})"
+            )
+        return f"{n} int8 layer(s) use the {self.int8_dot} dot-product instruction ({tuned})"
 
     def public(self) -> dict[str, Any]:
         """What a trial keeps of a probe (Optuna user attrs, the API)."""
@@ -130,6 +158,9 @@ class ProbeStats(_Record):
                 "tune_s",
                 "tvm_version",
                 "structure",
+                "int8_dot",
+                "isa",
+                "emulated",
             }
         )
 

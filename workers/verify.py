@@ -126,7 +126,7 @@ def dense_library(cand: Candidate, profile_name: str, req: VerifyRequest) -> tup
     from workers.models import example_input
 
     dep, _ = deployable(net, profile)
-    mod = to_relax(dep, example_input(cand))
+    mod = to_relax(dep, example_input(cand), profile)
     tuning_root = Path(req.tuning_dir) if req.tuning_dir else None
     state = tuning_state(mod, target, profile, tuning_root, req.tune_budget_s)
     key = structure_hash(mod, f"{tensor_shapes(dep)}|{target}|{tvm().__version__}|{state.digest}")

@@ -20,6 +20,7 @@ def pareto_points(points: list[FrontPoint], metric_names: list[str]) -> list[Par
         search = fp.search_latency_ms
         ver = {p: v for p, v in fp.verified.items() if v.median_ms is not None}
         cand: dict[str, Any] = t.user_attrs.get("candidate", {})
+        probes = {p: dict(t.user_attrs.get(f"latency@{p}") or {}) for p in profiles}
         out.append(
             ParetoPoint(
                 trial=t.number,
@@ -29,10 +30,10 @@ def pareto_points(points: list[FrontPoint], metric_names: list[str]) -> list[Par
                 latency_ms={p: float(m.latency_ms[p]) for p in profiles if p in m.latency_ms},
                 latency_source={p: "verified" if p in ver else "search" for p in profiles},
                 latency_search_ms=search,
-                latency_tuning={
-                    p: str((t.user_attrs.get(f"latency@{p}") or {}).get("tuning", "unknown"))
-                    for p in profiles
-                },
+                latency_tuning={p: str(probes[p].get("tuning", "unknown")) for p in profiles},
+                latency_partial={p: probes[p].get("partial") for p in profiles},
+                int8_dot={p: str(v["int8_dot"]) for p, v in probes.items() if "int8_dot" in v},
+                isa={p: list(v["isa"]) for p, v in probes.items() if v.get("isa")},
                 verified={p: v.model_dump(mode="json") for p, v in fp.verified.items()},
                 speedup_vs_dense={p: v.speedup_vs_dense for p, v in ver.items()},
                 no_speedup={p: v.no_speedup for p, v in ver.items()},

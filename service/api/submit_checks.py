@@ -19,6 +19,19 @@ from service.settings import Settings
 RATE_WINDOW_S = 60.0
 
 
+def int8_paths(job_in: JobSpec) -> None:
+    """Every profile's int8 dot-product path can run on the probing CPU: else 422 naming the
+    profile, the instruction it demands and what this CPU has (``hw_profiles.isa``)."""
+    from hw_profiles import get_profile
+    from hw_profiles.isa import Int8DotError, resolve_int8_dot
+
+    for i, name in enumerate(job_in.profiles):
+        try:
+            resolve_int8_dot(get_profile(name))
+        except Int8DotError as e:
+            raise invalid(("body", "profiles", i), str(e), name) from None
+
+
 def reachable(job_in: JobSpec) -> None:
     """Every profile's device answers now (cached ~30 s): else 409, naming the profile."""
     from hw_profiles import get_profile

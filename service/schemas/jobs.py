@@ -120,6 +120,20 @@ class ParetoPoint(BaseModel):
     latency_source: dict[str, str] = Field(default_factory=dict)
     latency_search_ms: dict[str, float] = Field(default_factory=dict)
     latency_tuning: dict[str, str]
+    latency_partial: dict[str, bool | None] = Field(
+        default_factory=dict,
+        description="per profile: some of the library's tuning tasks had no record when it "
+        "was compiled (those kernels use default schedules); None: not recorded",
+    )
+    int8_dot: dict[str, str] = Field(
+        default_factory=dict,
+        description="per profile: the dot-product instruction the int8 kernels use (vnni, "
+        "amx, sdot) or none (plain vector code: no int8 dot-product on this target)",
+    )
+    isa: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per profile: the measuring CPU's architecture and instruction-set flags",
+    )
     verified: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per profile: the verification (spread, canary)"
     )

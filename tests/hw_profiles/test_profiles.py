@@ -82,13 +82,13 @@ def test_x86_local_measure_settings() -> None:
 
 @pytest.mark.parametrize(
     ("name", "mcpu", "int8_dot", "fp16"),
-    [("arm/rasp4b64", "cortex-a72", False, False), ("arm/rasp5", "cortex-a76", True, True)],
+    [("arm/rasp4b64", "cortex-a72", "none", False), ("arm/rasp5", "cortex-a76", "sdot", True)],
 )
-def test_arm_profiles_measure_over_rpc(name: str, mcpu: str, int8_dot: bool, fp16: bool) -> None:
+def test_arm_profiles_measure_over_rpc(name: str, mcpu: str, int8_dot: str, fp16: bool) -> None:
     p = get_profile(name)
     assert p.target["mtriple"] == "aarch64-linux-gnu" and p.target["mcpu"] == mcpu
     assert p.target["num-cores"] == 4 and "+neon" in p.target["mattr"]
-    assert ("+dotprod" in p.target["mattr"]) == int8_dot
+    assert ("+dotprod" in p.target["mattr"]) == (int8_dot == "sdot")
     assert (p.measure.via, p.measure.tracker) == ("rpc", "127.0.0.1:9190")
     assert p.measure.key == name.split("/")[1]
     assert (p.supports.int8_dot, p.supports.fp16) == (int8_dot, fp16)
@@ -101,7 +101,7 @@ def test_nvidia_profiles_measure_on_this_host(name: str, arch: str) -> None:
     p = get_profile(name)
     assert p.target == {"kind": "cuda", "arch": arch}
     assert p.is_local and p.cross_compiler is None
-    assert p.supports.fp16 and p.supports.int8_dot
+    assert p.supports.fp16 and p.supports.int8_dot == "none"  # no DP4A tensorization yet
     assert p.requires
 
 

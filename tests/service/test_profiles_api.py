@@ -89,6 +89,29 @@ def test_unreachable_profile_is_409_with_the_reason(
     assert client.get("/v1/jobs").json()["count"] == 0
 
 
+def test_profile_demanding_an_instruction_this_cpu_lacks_is_422(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``int8_dot = "vnni"`` on a CPU without AVX-512 VNNI: refused at submit, naming the
+    profile, the instruction and what the CPU has; nothing is stored."""
+    from hw_profiles import isa
+
+    root = tmp_path / "int8-profiles"
+    (root / "lab").mkdir(parents=True)
+    (root / "lab" / "vnni.toml").write_text(
+        'schema_version = 1\nname = "lab/vnni"\n[target]\nkind = "llvm"\nmcpu = "host"\n'
+        '[supports]\nint8_dot = "vnni"\n'
+    )
+    monkeypatch.setenv("HWNAS_PROFILE_DIR", str(root))
+    monkeypatch.setattr(isa, "host_flags", lambda: frozenset({"avx2", "fma"}))
+    r = client.post("/v1/jobs", json={**_job("x86/local"), "profiles": ["x86/local", "lab/vnni"]})
+    assert r.status_code == 422, r.text
+    detail = json.dumps(r.json())
+    assert "lab/vnni demands int8_dot = 'vnni'" in detail and "lacks avx512_vnni" in detail
+    assert "avx2" in detail and '"profiles", 1' in detail.replace("[", "").replace("]", "")
+    assert client.get("/v1/jobs").json()["count"] == 0
+
+
 # --- a live TVM RPC tracker with one server registered under a key -----------------------------
 
 

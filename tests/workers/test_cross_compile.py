@@ -98,7 +98,7 @@ def test_profile_target_builds(profile: Profile) -> None:
             assert attr.lstrip("+") in features, (attr, sorted(features))
         if "mtriple" in profile.target:
             assert str(target.attrs["mtriple"]) == profile.target["mtriple"]
-        if profile.supports.int8_dot and profile.target.get("mtriple", "").startswith("aarch64"):
+        if profile.supports.int8_dot == "sdot":
             assert target.attrs["feature.has_dotprod"]
     if kind == "cuda":
         assert str(target.attrs["arch"]) == profile.target["arch"]

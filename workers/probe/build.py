@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from hw_profiles import Profile
+from hw_profiles.isa import resolve_int8_dot
 from workers import progress
 from workers.probe import tuning
+from workers.probe._intrin import load_cpu_intrinsics
+from workers.probe.dot_defaults import behind, dot_database
 from workers.probe.targets import is_gpu, tvm
 
 
@@ -99,7 +102,9 @@ def tuning_state(
 
 def compile_module(mod: Any, target: Any, profile: Profile, state: TuningState | None) -> Any:
     """Compile with ``state``'s tuned schedules, or the default pipeline when it has no
-    database (GPU profiles, tuning off, or no state).
+    database (GPU profiles, tuning off, or no state). On a profile with an int8 dot-product
+    path, int8 tasks without a record get a tensorized schedule
+    (:mod:`workers.probe.dot_defaults`) instead of the plain default.
 
     With a database the module compiled is :attr:`TuningState.fused`, the one the tuning
     tasks were extracted from: ``mod`` is not legalized and fused a second time.
@@ -109,8 +114,19 @@ def compile_module(mod: Any, target: Any, profile: Profile, state: TuningState |
 
     if is_gpu(profile):  # CUDA source is compiled when the module is loaded on the GPU
         os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+    dot = resolve_int8_dot(profile)
     if state is not None and state.db is not None:
-        return compile_fused(state.fused, target, state.db)
+        db = state.db
+        if dot != "none" and state.untuned:  # untuned dot tasks: tensorized, not plain code
+            todo = [task for task in state.tasks if task.task_name in state.untuned]
+            defaults, covered = dot_database(todo, target)
+            db = behind(db, defaults) if covered else db
+        return compile_fused(state.fused, target, db)
+    if dot != "none":
+        fused = tuning.fuse(mod, target)
+        defaults, covered = dot_database(tuning.extract(fused, target), target)
+        if covered:
+            return compile_fused(fused, target, defaults)
     prepared = tuning.prepare(mod)
     return t.compile(prepared, target=target, relax_pipeline=relax.get_default_pipeline(target))
 
@@ -129,6 +145,7 @@ def compile_fused(fused: Any, target: Any, db: Any) -> Any:
     t = tvm()
     from tvm import relax
 
+    load_cpu_intrinsics()  # records may name tensor intrinsics (VNNI, sdot)
     lower = _lower_passes(target)
 
     @t.transform.module_pass(opt_level=3)  # type: ignore[untyped-decorator]

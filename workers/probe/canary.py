@@ -89,6 +89,8 @@ def canary_beside(library: Path) -> Path:
 
 def canary_id(profile: Profile, target: Any, kind: str) -> str:
     blob = f"{CANARY_VERSION}|{profile.name}|{target}|{tvm().__version__}|{kind}"
+    if profile.measure.emulated:  # tuned on an emulator: never the canary of a real board
+        blob += "|emulated"
     return "canary-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from hw_profiles import Profile
+from hw_profiles.isa import resolve_int8_dot
 from workers.lease import timing_lease
 from workers.probe import tuning
 from workers.probe.build import TuningState, compile_module, export_library, tuning_state
@@ -34,7 +35,7 @@ from workers.probe.canary import Canary, canary_beside, canary_input, get_canary
 from workers.probe.errors import ProbeError
 from workers.probe.lowering import deployable, to_relax
 from workers.probe.measure import load_vm, local_vm, run_outputs
-from workers.probe.targets import device_of, resolve_target, tvm
+from workers.probe.targets import device_of, measuring_isa, resolve_target, tvm
 from workers.probe.timing import prepare, window
 from workers.records import ProbeStats, Window
 
@@ -112,7 +113,8 @@ def probe(
     t = tvm()
     try:
         dep, precision = deployable(model, profile)
-        mod = to_relax(dep, example)
+        dot = resolve_int8_dot(profile)
+        mod = to_relax(dep, example, int8_dot_path=dot)
         target = resolve_target(profile)
         state = tuning_state(
             mod, target, profile, options.tuning_root, options.tune_budget_s, options.settings
@@ -149,6 +151,9 @@ def probe(
         "untuned_tasks": state.untuned,
         "tune_s": state.tune_s,
         "canary_id": canary.id,
+        "int8_dot": dot,
+        "isa": measuring_isa(profile),
+        "emulated": profile.measure.emulated,
     }
     cache = ProbeCache(options.cache_dir) if options.cache_dir else None
     lock = cache.locked(key) if cache else contextlib.nullcontext()

@@ -32,9 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hw_profiles import Profile
+from hw_profiles.isa import resolve_int8_dot
 from workers.compress.codes import weight_levels
 from workers.compress.quantize import ActQuant, QuantInput
 from workers.models import LayerSpec, set_module, spec_of
+from workers.probe import int8_dot
 
 
 def _inv(scale: float) -> float:
@@ -216,7 +218,7 @@ def deployable(net: nn.Module, profile: Profile) -> tuple[nn.Module, dict[str, i
     return out, dict(counts)
 
 
-def _relax_qconv2d(node: Any, importer: Any) -> Any:
+def _relax_qconv2d(node: Any, importer: Any, dot: str = "none") -> Any:
     from tvm import relax
 
     x, w_q, w_scale, bias = (importer.env[a] for a in node.args[:4])
@@ -225,33 +227,45 @@ def _relax_qconv2d(node: Any, importer: Any) -> Any:
     if any(padding):  # pad the float input with 0.0: it quantizes to the zero point exactly
         pad = [0, 0, 0, 0, padding[0], padding[0], padding[1], padding[1]]
         x = bb.emit(relax.op.nn.pad(x, pad, pad_value=0.0))
+    if dot in int8_dot.PATHS and groups == 1:
+        zp = x_zp + 128 if int8_dot.act_dtype(dot) == "uint8" else x_zp
+        xq = _quantize(bb, x, x_scale, zp, int8_dot.act_dtype(dot))
+        acc = int8_dot.emit_conv(bb, xq, w_q, list(stride), list(dilation), dot)
+        return _requantize(bb, acc, w_q, w_scale, bias, x_scale, zp, axes=[1, 2, 3], nd=4)
     xq = _quantize(bb, x, x_scale, x_zp)
     acc = bb.emit(relax.op.nn.conv2d(xq, w_q, stride, 0, dilation, groups, out_dtype="int32"))
     return _requantize(bb, acc, w_q, w_scale, bias, x_scale, x_zp, axes=[1, 2, 3], nd=4)
 
 
-def _relax_qlinear(node: Any, importer: Any) -> Any:
+def _relax_qlinear(node: Any, importer: Any, dot: str = "none") -> Any:
     from tvm import relax
 
     x, w_q, w_scale, bias = (importer.env[a] for a in node.args[:4])
     x_scale, x_zp = node.args[4:6]
     bb = importer.block_builder
+    if dot in int8_dot.PATHS and x.ty.ndim == 2:
+        zp = x_zp + 128 if int8_dot.act_dtype(dot) == "uint8" else x_zp
+        xq = _quantize(bb, x, x_scale, zp, int8_dot.act_dtype(dot))
+        acc = int8_dot.emit_dense(bb, xq, w_q, dot)
+        return _requantize(bb, acc, w_q, w_scale, bias, x_scale, zp, axes=[1], nd=2)
     xq = _quantize(bb, x, x_scale, x_zp)
     wt = bb.emit(relax.op.permute_dims(w_q))
     acc = bb.emit(relax.op.matmul(xq, wt, out_dtype="int32"))
     return _requantize(bb, acc, w_q, w_scale, bias, x_scale, x_zp, axes=[1], nd=2)
 
 
-def _quantize(bb: Any, x: Any, scale: float, zp: int) -> Any:
-    """float -> int8 levels. Scale and zero point are 1-element tensor constants, not literals,
-    so the compiled kernels (and their tuning records) do not depend on calibration values."""
+def _quantize(bb: Any, x: Any, scale: float, zp: int, dtype: str = "int8") -> Any:
+    """float -> int8 (or uint8) levels. Scale and zero point are 1-element tensor constants, not
+    literals, so the compiled kernels (and their tuning records) do not depend on calibration
+    values."""
     from tvm import relax
 
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
     s_inv = _scalar_tensor(_inv(scale))
     z = _scalar_tensor(float(zp))
     q = bb.emit(relax.op.round(bb.emit(relax.op.multiply(x, s_inv))))
-    q = bb.emit(relax.op.clip(bb.emit(relax.op.add(q, z)), -128, 127))
-    return bb.emit(relax.op.astype(q, "int8"))
+    q = bb.emit(relax.op.clip(bb.emit(relax.op.add(q, z)), lo, hi))
+    return bb.emit(relax.op.astype(q, dtype))
 
 
 def _scalar_tensor(value: float) -> Any:
@@ -304,19 +318,39 @@ def _relax_act_quant(node: Any, importer: Any) -> Any:
     return e(relax.op.add(x, e(relax.op.subtract(out, x)))) if ste else out
 
 
-CUSTOM_CONVERTERS = {
-    "qconv2d.default": _relax_qconv2d,
-    "qlinear.default": _relax_qlinear,
-    "act_quant.default": _relax_act_quant,
-}
+def converters(int8_dot_path: str = "none") -> dict[str, Any]:
+    """The Relax converters of hwnas's custom ops; int8 convs and dense layers use the
+    dot-product layout of :mod:`workers.probe.int8_dot` when ``int8_dot_path`` is one."""
+    return {
+        "qconv2d.default": lambda n, i: _relax_qconv2d(n, i, int8_dot_path),
+        "qlinear.default": lambda n, i: _relax_qlinear(n, i, int8_dot_path),
+        "act_quant.default": _relax_act_quant,
+    }
 
 
-def to_relax(model: nn.Module, example: torch.Tensor) -> Any:
-    """torch.export the eval-mode ``model`` (e.g. from :func:`deployable`) into Relax."""
+CUSTOM_CONVERTERS = converters()
+
+
+def to_relax(
+    model: nn.Module,
+    example: torch.Tensor,
+    profile: Profile | None = None,
+    *,
+    int8_dot_path: str | None = None,
+) -> Any:
+    """torch.export the eval-mode ``model`` (e.g. from :func:`deployable`) into Relax, int8
+    layers in the layout of ``profile``'s int8 dot-product path (none without a profile), or
+    of ``int8_dot_path`` when given (tests check each layout's numerics on any host).
+
+    Raises:
+        Int8DotError: the profile demands an instruction the probing CPU lacks.
+    """
     from tvm.relax.frontend.torch import from_exported_program
 
+    if int8_dot_path is None:
+        int8_dot_path = resolve_int8_dot(profile) if profile is not None else "none"
     with torch.no_grad():
         ep = torch.export.export(model.eval(), (example,))
     return from_exported_program(
-        ep, unwrap_unit_return_tuple=True, custom_convert_map=CUSTOM_CONVERTERS
+        ep, unwrap_unit_return_tuple=True, custom_convert_map=converters(int8_dot_path)
     )

@@ -50,7 +50,7 @@ def candidate_tasks(
     ``equality``, default the database's); ``network``: the upload a network candidate
     compresses."""
     dep, _ = deployable(structural_model(cand, network=network), profile)
-    mod = to_relax(dep, example_input(cand))
+    mod = to_relax(dep, example_input(cand), profile)
     return tuning.extract(tuning.fuse(mod, target), target, equality)
 
 

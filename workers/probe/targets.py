@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from hw_profiles import Profile
+from hw_profiles.isa import host_isa
 
 
 def tvm() -> Any:
@@ -40,3 +41,13 @@ def device_of(profile: Profile, session: Any = None) -> Any:
     if session is not None:
         return session.cuda(0) if gpu else session.cpu(0)
     return t.cuda(0) if gpu else t.cpu(0)
+
+
+def measuring_isa(profile: Profile) -> list[str]:
+    """What to record of the CPU that runs ``profile``'s code: this host's architecture and
+    flags for a local profile, the target's triple and ``mattr`` for a board."""
+    if profile.is_local:
+        return host_isa()
+    triple = str(profile.target.get("mtriple", "unknown")).split("-")[0]
+    mcpu = profile.target.get("mcpu")
+    return [triple, *([f"mcpu={mcpu}"] if mcpu else []), *profile.target.get("mattr", [])]

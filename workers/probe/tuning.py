@@ -374,7 +374,10 @@ def _tune_chunk(
 
 def can_tune(profile: Profile) -> bool:
     """Local profiles tune on this host; RPC profiles through their tracker (MetaSchedule's
-    RPC runner needs one: a direct-host profile can only use records tuned elsewhere)."""
+    RPC runner needs one: a direct-host profile can only use records tuned elsewhere). An
+    emulated device never tunes: its timings say nothing about the real one."""
+    if profile.measure.emulated:
+        return False
     return profile.is_local or bool(profile.measure.tracker and profile.measure.key)
 
 

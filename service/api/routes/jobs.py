@@ -112,6 +112,7 @@ def create_job(
     user: CurrentUser,
 ) -> JobPublic:
     """Submit a search job (queued until a scheduler claims it)."""
+    checks.int8_paths(job_in)
     checks.reachable(job_in)
     accounts.lock_account(session=session, user_id=user.id)  # no upload is deleted meanwhile
     if job_in.network is not None:
