@@ -108,7 +108,9 @@ class Settings(BaseSettings):
         default=600.0,
         ge=0,
         le=86_400,
-        description="tuning seconds a verification may spend on dense parents' new tasks",
+        description="tuning seconds a verification may spend on each dense parent's new tasks, "
+        "and (one budget per profile) on the tasks partly tuned front libraries lack before "
+        "they are rebuilt",
     )
 
     @field_validator("admin_token")

@@ -307,6 +307,16 @@ class Verified(_Record):
         default=None,
         description="search-time and verified normalized latency differ beyond their noise",
     )
+    library_rebuilt: bool = Field(
+        default=False,
+        description="the shipped library was partly untuned after the search: its missing "
+        "tasks were tuned and it was rebuilt (and re-checked) before this timing, so the "
+        "search-time latency is of the earlier build",
+    )
+    library_partial: bool | None = Field(
+        default=None, description="the verified library still has tasks without a record"
+    )
+    library_partial_why: str | None = None
     error: str | None = None
 
 

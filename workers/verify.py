@@ -22,13 +22,15 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from hw_profiles import get_profile
+from hw_profiles import Profile, get_profile
 from search_spaces import Candidate
 from workers.dense import dense_candidate
 from workers.evaluate import tvm_file
 from workers.probe.build import compile_module, export_library, tuning_state
 from workers.probe.cache import structure_hash, tensor_shapes
 from workers.probe.canary import CANARY_SHAPE, canary_beside
+from workers.probe.errors import ProbeError
+from workers.probe.finish import finish_library
 from workers.probe.lowering import deployable, to_relax
 from workers.probe.structure import structural_model
 from workers.probe.targets import resolve_target, tvm
@@ -69,18 +71,50 @@ def verify(req: VerifyRequest) -> VerifyResult:
             "how": "the shipped tvm/<profile>.so timed by a fresh process with the profile's "
             "protocol, interleaved with the canary and the dense fp32 parent, after the job",
         }
-        tmp = card_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(card, indent=2, sort_keys=True))
-        tmp.replace(card_path)
+        _write_card(card_path, card)
         points.append(point)
     return VerifyResult(points=points, seconds=round(time.perf_counter() - t0, 2), node=_node())
+
+
+def _write_card(path: Path, card: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _finish(
+    lib: Path, profile: Profile, req: VerifyRequest, search: dict[str, Any], budget_s: float
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A partly untuned library: its missing tasks tuned (within ``budget_s``, what is left of
+    the verification's tuning budget), rebuilt and re-checked (:mod:`workers.probe.finish`).
+    Returns the card's latency
+    entry as it now stands, and what finishing did (None: nothing to finish)."""
+    if not search.get("partial"):
+        return search, None
+    root = Path(req.tuning_dir) if req.tuning_dir else None
+    try:
+        fin = finish_library(lib, profile, root, max(budget_s, 0.0))
+    except ProbeError as e:
+        return search, {"rebuilt": False, "why": str(e)}
+    done = {"rebuilt": fin.rebuilt, "why": fin.why, "tasks": fin.tasks, "tune_s": fin.tune_s}
+    if not fin.rebuilt:
+        return {**search, "untuned_tasks": fin.untuned or search.get("untuned_tasks")}, done
+    rebuilt = {
+        **search,
+        "partial": False,
+        "untuned_tasks": [],
+        "search_time_partial": True,
+        "tune_s": round(float(search.get("tune_s") or 0.0) + fin.tune_s, 3),
+    }
+    return rebuilt, {**done, "argmax_agreement": fin.argmax_agreement}
 
 
 def _verify_profile(req: VerifyRequest, profile_name: str) -> dict[int, Verified]:
     profile = get_profile(profile_name)
     target = resolve_target(profile)
     out: dict[int, Verified] = {}
-    spec_points = []
+    spec_points: list[dict[str, Any]] = []
+    finish_left = req.tune_budget_s  # finishing partly tuned libraries: one budget for all
     dense: dict[int, tuple[str, str, bool]] = {}
     for p in req.points:
         bundle = Path(p.bundle_dir)
@@ -94,6 +128,12 @@ def _verify_profile(req: VerifyRequest, profile_name: str) -> dict[int, Verified
                 f"({target}) or files are missing"
             )
             continue
+        search, finished = _finish(lib, profile, req, search, finish_left)
+        finish_left -= float((finished or {}).get("tune_s") or 0.0)
+        if finished is not None:
+            card["latency"][profile_name] = search
+            card.setdefault("tuning_completed", {})[profile_name] = finished
+            _write_card(bundle / "card.json", card)
         d_path, d_tuning, d_partial = dense_library(p.candidate, profile_name, req)
         dense[p.number] = (d_path, d_tuning, d_partial)
         spec_points.append(
@@ -105,6 +145,7 @@ def _verify_profile(req: VerifyRequest, profile_name: str) -> dict[int, Verified
                     [str(canary), list(CANARY_SHAPE)],
                 ],
                 "search": search,
+                "why": (finished or {}).get("why"),
             }
         )
     if not spec_points:
@@ -114,6 +155,11 @@ def _verify_profile(req: VerifyRequest, profile_name: str) -> dict[int, Verified
         number = int(sp["key"])
         windows = [[Window.model_validate(w) for w in ws] for ws in timed[sp["key"]]]
         out[number] = _summarize(windows, sp["search"], *dense[number])
+        search = sp["search"]
+        out[number].library_rebuilt = bool(search.get("search_time_partial"))
+        out[number].library_partial = bool(search.get("partial"))
+        if search.get("partial"):
+            out[number].library_partial_why = str(sp.get("why") or "")
     return out
 
 
@@ -193,7 +239,9 @@ def _summarize(
         no_speedup=speed < NO_SPEEDUP,
         search_ms=search.get("median_ms"),
         search_normalized=search.get("normalized"),
-        disagrees=disagrees(search.get("normalized"), search.get("normalized_iqr"), v_norm, v_iqr),
+        disagrees=None
+        if search.get("search_time_partial")  # the search timed an earlier build
+        else disagrees(search.get("normalized"), search.get("normalized_iqr"), v_norm, v_iqr),
     )
 
 

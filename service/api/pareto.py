@@ -31,7 +31,7 @@ def pareto_points(points: list[FrontPoint], metric_names: list[str]) -> list[Par
                 latency_source={p: "verified" if p in ver else "search" for p in profiles},
                 latency_search_ms=search,
                 latency_tuning={p: str(probes[p].get("tuning", "unknown")) for p in profiles},
-                latency_partial={p: probes[p].get("partial") for p in profiles},
+                latency_partial={p: _partial(p, probes[p], fp) for p in profiles},
                 int8_dot={p: str(v["int8_dot"]) for p, v in probes.items() if "int8_dot" in v},
                 isa={p: list(v["isa"]) for p, v in probes.items() if v.get("isa")},
                 verified={p: v.model_dump(mode="json") for p, v in fp.verified.items()},
@@ -51,6 +51,16 @@ def pareto_points(points: list[FrontPoint], metric_names: list[str]) -> list[Par
             )
         )
     return sorted(out, key=lambda p: (-p.accuracy, p.size_bytes))
+
+
+def _partial(profile: str, probe: dict[str, Any], fp: FrontPoint) -> bool | None:
+    """Whether the point's shipped library has untuned tasks: as verified (verification
+    finishes a partly tuned library first) where the job verified it, else as searched."""
+    v = fp.verified.get(profile)
+    if v is not None and v.library_partial is not None:
+        return v.library_partial
+    partial = probe.get("partial")
+    return None if partial is None else bool(partial)
 
 
 def _change(value: float | None, parent: float | None) -> float | None:

@@ -33,6 +33,7 @@ from workers.probe.build import TuningState, compile_module, export_library, tun
 from workers.probe.cache import ProbeCache, cache_key, structure_hash, tensor_shapes
 from workers.probe.canary import Canary, canary_beside, canary_input, get_canary
 from workers.probe.errors import ProbeError
+from workers.probe.finish import keep_for_finishing
 from workers.probe.lowering import deployable, to_relax
 from workers.probe.measure import load_vm, local_vm, run_outputs
 from workers.probe.targets import device_of, measuring_isa, resolve_target, tvm
@@ -165,6 +166,11 @@ def probe(
         run = _compile_check_time(
             model, mod, example, profile, target, state, canary, check_inputs, library_path
         )
+        if library_path is not None and state.partial:  # verification may finish its tuning
+            batch = example if check_inputs is None else check_inputs
+            with torch.no_grad():
+                ref = model.eval()(batch).numpy()
+            keep_for_finishing(library_path, mod, batch.numpy(), ref)
         stats = ProbeStats(
             **run.timing_fields(), **run.numerics, **common, cache_hit=hit is not None
         )
