@@ -108,6 +108,10 @@ class ProbeStats(_Record):
         description="the dot-product instruction the int8 kernels were built for (none: plain "
         "vector code; hw_profiles.isa)",
     )
+    int8_dot_note: str | None = Field(
+        default=None,
+        description="why int8_dot is not the profile's path (its self-check failed here)",
+    )
     isa: list[str] = Field(
         default_factory=list,
         description="the measuring CPU: its architecture and instruction-set flags (a board: "
@@ -130,9 +134,10 @@ class ProbeStats(_Record):
         if self.partial:
             tuned += ", partly untuned"
         if self.int8_dot == "none":
+            why = f"; {self.int8_dot_note}" if self.int8_dot_note else ""
             return (
                 f"{n} int8 layer(s); no int8 dot-product on this target: they run as plain "
-                f"vector integer code ({tuned})"
+                f"vector integer code ({tuned}{why})"
             )
         return f"{n} int8 layer(s) use the {self.int8_dot} dot-product instruction ({tuned})"
 
@@ -159,6 +164,7 @@ class ProbeStats(_Record):
                 "tvm_version",
                 "structure",
                 "int8_dot",
+                "int8_dot_note",
                 "isa",
                 "emulated",
             }

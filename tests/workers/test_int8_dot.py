@@ -112,3 +112,39 @@ def test_untuned_int8_layers_compile_to_the_dot_product_instruction(
     export_library(ex, lib, profile)
     asm = subprocess.run([tool, "-d", str(lib)], capture_output=True, text=True, check=True).stdout
     assert asm.count(instruction) >= 2, f"{instruction} not in the {profile.name} library"
+
+
+def test_self_check_catches_an_instruction_this_cpu_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VNNI code built for Cascade Lake runs in a child process: on a CPU without VNNI the
+    child dies of an illegal instruction and the check says so; with VNNI it computes exactly.
+    The verdict is cached (no second child)."""
+    from hw_profiles.isa import host_int8_dots
+    from workers.probe import dot_check
+
+    monkeypatch.setenv("HWNAS_CANARY_DIR", str(tmp_path / "canary"))
+    ok, why = dot_check.dot_path_works("vnni", "cascadelake")
+    if "vnni" in host_int8_dots():
+        assert ok, why
+    else:
+        assert not ok and "illegal instruction: this CPU cannot run it" in why
+    monkeypatch.setattr(dot_check.subprocess, "run", lambda *a, **k: pytest.fail("not cached"))
+    assert dot_check.dot_path_works("vnni", "cascadelake") == (ok, why)
+
+
+def test_a_path_that_fails_its_self_check_is_labelled_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workers.probe import dot_check
+
+    profile = get_profile("x86/local")
+    monkeypatch.setattr(dot_check, "resolve_int8_dot", lambda p: "vnni")
+    monkeypatch.setattr(dot_check, "dot_path_works", lambda path: (False, "it broke"))
+    assert dot_check.usable_int8_dot(profile) == ("none", "it broke")
+    monkeypatch.setattr(dot_check, "dot_path_works", lambda path: (True, "checked"))
+    assert dot_check.usable_int8_dot(profile) == ("vnni", None)
+    board = get_profile("arm/rasp5")  # a board is not this host: nothing to run here
+    monkeypatch.setattr(dot_check, "resolve_int8_dot", lambda p: "sdot")
+    monkeypatch.setattr(dot_check, "dot_path_works", lambda path: pytest.fail("ran"))
+    assert dot_check.usable_int8_dot(board) == ("sdot", None)

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from hw_profiles import Profile
-from hw_profiles.isa import resolve_int8_dot
 from workers import progress
 from workers.probe import tuning
 from workers.probe._intrin import load_cpu_intrinsics
+from workers.probe.dot_check import usable_int8_dot
 from workers.probe.dot_defaults import behind, dot_database
 from workers.probe.targets import is_gpu, tvm
 
@@ -114,7 +114,7 @@ def compile_module(mod: Any, target: Any, profile: Profile, state: TuningState |
 
     if is_gpu(profile):  # CUDA source is compiled when the module is loaded on the GPU
         os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
-    dot = resolve_int8_dot(profile)
+    dot = usable_int8_dot(profile)[0]
     if state is not None and state.db is not None:
         db = state.db
         if dot != "none" and state.untuned:  # untuned dot tasks: tensorized, not plain code

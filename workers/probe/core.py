@@ -26,12 +26,12 @@ import torch
 from torch import nn
 
 from hw_profiles import Profile
-from hw_profiles.isa import resolve_int8_dot
 from workers.lease import timing_lease
 from workers.probe import tuning
 from workers.probe.build import TuningState, compile_module, export_library, tuning_state
 from workers.probe.cache import ProbeCache, cache_key, structure_hash, tensor_shapes
 from workers.probe.canary import Canary, canary_beside, canary_input, get_canary
+from workers.probe.dot_check import usable_int8_dot
 from workers.probe.errors import ProbeError
 from workers.probe.finish import keep_for_finishing
 from workers.probe.lowering import deployable, to_relax
@@ -114,7 +114,7 @@ def probe(
     t = tvm()
     try:
         dep, precision = deployable(model, profile)
-        dot = resolve_int8_dot(profile)
+        dot, dot_note = usable_int8_dot(profile)
         mod = to_relax(dep, example, int8_dot_path=dot)
         target = resolve_target(profile)
         state = tuning_state(
@@ -153,6 +153,7 @@ def probe(
         "tune_s": state.tune_s,
         "canary_id": canary.id,
         "int8_dot": dot,
+        "int8_dot_note": dot_note,
         "isa": measuring_isa(profile),
         "emulated": profile.measure.emulated,
     }

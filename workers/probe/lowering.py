@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hw_profiles import Profile
-from hw_profiles.isa import resolve_int8_dot
 from workers.compress.codes import weight_levels
 from workers.compress.quantize import ActQuant, QuantInput
 from workers.models import LayerSpec, set_module, spec_of
 from workers.probe import int8_dot
+from workers.probe.dot_check import usable_int8_dot
 
 
 def _inv(scale: float) -> float:
@@ -348,7 +348,7 @@ def to_relax(
     from tvm.relax.frontend.torch import from_exported_program
 
     if int8_dot_path is None:
-        int8_dot_path = resolve_int8_dot(profile) if profile is not None else "none"
+        int8_dot_path = usable_int8_dot(profile)[0] if profile is not None else "none"
     with torch.no_grad():
         ep = torch.export.export(model.eval(), (example,))
     return from_exported_program(
