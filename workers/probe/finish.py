@@ -2,9 +2,10 @@
 
 A trial's probe tunes within its budget; tasks left without a record compile with default
 schedules and the probe says ``partial``. When the probe ships a library that is partial, it
-keeps beside it what rebuilding needs: the lowered Relax module (``<stem>.relax.json``, TVM's
-own JSON, weights included) and the numerics check (``<stem>.check.npz``: the check inputs and
-the PyTorch model's outputs on them). Before a job's front is verified, :func:`finish_library`
+keeps beside it what rebuilding needs: the lowered Relax module (``<stem>.relax.json.gz``,
+TVM's own JSON, weights included, gzipped; not kept over :data:`MAX_KEPT_BYTES`) and the
+numerics check (``<stem>.check.npz``: the check inputs and the PyTorch model's outputs on
+them). Before a job's front is verified, :func:`finish_library`
 tunes the missing tasks into the profile's database (within a budget), compiles the module
 again with the records, checks the new library against the stored outputs as the probe did,
 and only then replaces the shipped file. A library that still has untuned tasks stays as it
@@ -13,6 +14,7 @@ was, and the caller says which point is partial and why.
 
 from __future__ import annotations
 
+import gzip
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,8 +31,11 @@ from workers.probe.targets import resolve_target, tvm
 MIN_ARGMAX_AGREEMENT = 0.99
 
 
+MAX_KEPT_BYTES = 256 * 2**20  # a lowered module larger than this is not kept (disk)
+
+
 def relax_beside(library: Path) -> Path:
-    return library.with_name(f"{library.stem}.relax.json")
+    return library.with_name(f"{library.stem}.relax.json.gz")
 
 
 def check_beside(library: Path) -> Path:
@@ -40,7 +45,10 @@ def check_beside(library: Path) -> Path:
 def keep_for_finishing(library: Path, mod: Any, inputs: np.ndarray, reference: np.ndarray) -> None:
     """Store what :func:`finish_library` needs beside a partially tuned ``library``."""
     t = tvm()
-    relax_beside(library).write_text(t.ir.save_json(mod))
+    text = t.ir.save_json(mod)
+    if len(text) > MAX_KEPT_BYTES:
+        return
+    relax_beside(library).write_bytes(gzip.compress(text.encode(), compresslevel=3))
     with check_beside(library).open("wb") as f:
         np.savez(f, inputs=inputs.astype(np.float32), reference=reference.astype(np.float32))
 
@@ -79,7 +87,7 @@ def finish_library(
     t = tvm()
 
     target = resolve_target(profile)
-    mod = t.ir.load_json(relax_json.read_text())
+    mod = t.ir.load_json(gzip.decompress(relax_json.read_bytes()).decode())
     t0 = time.perf_counter()
     state = tuning_state(mod, target, profile, tuning_root, budget_s)
     tune_s = round(time.perf_counter() - t0, 3)
