@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from examples.tvm_vs_ort import interleaved
 from hw_profiles.isa import resolve_int8_dot
 from search_spaces import Candidate
 from workers.compress.quantize import attach_act_quant, calibrate, quantize_weights
@@ -103,28 +103,8 @@ def ort_fp32_int8_ms(model: torch.nn.Module, example: torch.Tensor) -> dict[str,
             for p in (fp32, int8)
         ]
     feed = {"input": example.numpy()}
-    fp32_ms, int8_ms = interleaved([lambda s=s: s.run(None, feed) for s in sessions])
+    fp32_ms, int8_ms = interleaved([lambda s=s: s.run(None, feed) for s in sessions])  # type: ignore[misc]
     return {"ort_fp32_ms": fp32_ms, "ort_int8_ms": int8_ms}
-
-
-def interleaved(fns: list[Any], rounds: int = 15, min_round_s: float = 0.02) -> list[float]:
-    """Median ms per call of each of ``fns``, timed in rounds that alternate them."""
-    for fn in fns:
-        for _ in range(5):
-            fn()
-    number = []
-    for fn in fns:  # calls per round: each round lasts at least min_round_s
-        t = time.perf_counter()
-        fn()
-        number.append(max(3, int(min_round_s / max(time.perf_counter() - t, 1e-6))))
-    samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            for _ in range(number[i]):
-                fn()
-            samples[i].append((time.perf_counter() - t) / number[i] * 1e3)
-    return [float(np.median(s)) for s in samples]
 
 
 def resnet18_pair(profile: Any, work: Path, tune_budget_s: float) -> dict[str, Any]:

@@ -25,7 +25,10 @@ import numpy as np  # noqa: E402
 ROUNDS, MIN_ROUND_S = 15, 0.02
 
 
-def _interleaved(fns: list[Any]) -> list[float]:
+def interleaved(
+    fns: list[Any], rounds: int = ROUNDS, min_round_s: float = MIN_ROUND_S
+) -> list[float]:
+    """Median ms per call of each of ``fns``, timed in rounds that alternate them."""
     for fn in fns:
         for _ in range(5):
             fn()
@@ -33,9 +36,9 @@ def _interleaved(fns: list[Any]) -> list[float]:
     for fn in fns:
         t = time.perf_counter()
         fn()
-        number.append(max(5, int(MIN_ROUND_S / max(time.perf_counter() - t, 1e-7))))
+        number.append(max(5, int(min_round_s / max(time.perf_counter() - t, 1e-7))))
     samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for i, fn in enumerate(fns):
             t = time.perf_counter()
             for _ in range(number[i]):
@@ -66,7 +69,7 @@ def compare(bundle: Path) -> dict[str, Any]:
         inp = tvm.runtime.tensor(x, dev)
         vm.save_function("main", "main_saved", inp)
         run_tvm = vm["main_saved"]
-        tvm_ms, ort_ms = _interleaved([run_tvm, lambda: sess.run(None, feed)])
+        tvm_ms, ort_ms = interleaved([run_tvm, lambda: sess.run(None, feed)])
         out.update(
             {
                 "profile": profile,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from hw_profiles import Profile, get_profile
+from tests.procs import kill_group
 from workers.probe import rpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,14 +73,6 @@ def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
         return subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 def _registered(tracker: str, key: str) -> bool:
@@ -170,4 +162,4 @@ def arm_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
         yield Board(tracker, root)
     finally:
         for proc in procs:
-            _stop(proc)
+            kill_group(proc)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from hw_profiles import Measure, Profile
+from tests.procs import kill_group
 from workers.probe import rpc
 from workers.probe.errors import ProbeBusyError, ProbeError, ProbeTransientError
 from workers.probe.targets import resolve_target, tvm
@@ -70,15 +70,6 @@ def _spawn(module: str, port: int, log: Path, *extra: str) -> subprocess.Popen[b
             env=env,
             start_new_session=True,
         )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the process group we started (by its id): the process and its TVM workers."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 def _wait(ready: Callable[[], bool], what: str, log: Path, deadline: float) -> None:
@@ -133,7 +124,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         if starter.is_alive():
             starter.join()
         for proc in procs.values():
-            _stop(proc)
+            kill_group(proc)
 
 
 def _compile(lib: Path) -> tuple[nn.Module, Path]:
@@ -228,7 +219,7 @@ def test_server_killed_mid_probe_is_transient(env: Env, monkeypatch: pytest.Monk
     real_window = rpc.window
 
     def kill_then_time(*args: Any, **kwargs: Any) -> Any:  # the session is open: outputs done
-        _stop(env.procs[env.victim])
+        kill_group(env.procs[env.victim])
         return real_window(*args, **kwargs)
 
     monkeypatch.setattr(rpc, "window", kill_then_time)
