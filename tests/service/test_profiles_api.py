@@ -68,6 +68,10 @@ def test_profiles_list_reachability(client: TestClient, no_gpu_no_tracker: str) 
         assert profiles[name]["reachable"] is False
         assert profiles[name]["measure"]["tracker"] == no_gpu_no_tracker
     assert profiles["arm/rasp5"]["target"]["mcpu"] == "cortex-a76"
+    assert profiles["arm/rasp5"]["supports"]["int8_dot"] == "sdot"
+    assert profiles["arm/rasp5"]["int8_dot_resolved"] == "sdot"
+    assert profiles["arm/rasp4b64"]["int8_dot_resolved"] == "none"
+    assert profiles["x86/local"]["int8_dot_resolved"] in ("vnni", "none")
 
 
 @pytest.mark.parametrize("name", ["nvidia/h100", "arm/rasp4b64"])

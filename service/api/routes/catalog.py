@@ -22,7 +22,10 @@ def get_profiles(user: CurrentUser) -> dict[str, Any]:
 
     ``reachable`` and ``reason`` come from cheap checks cached for 30 s: this host's CPU
     architecture, its CUDA GPUs, or the RPC tracker; ``reason`` says what was found either way.
+    ``int8_dot_resolved`` is the int8 dot-product path the profile's ``int8_dot`` resolves to
+    on this host (``auto`` decided), or the reason a job on it is refused.
     """
+    from hw_profiles.isa import Int8DotError, resolve_int8_dot
     from workers.probe.reach import reachability  # imports torch (workers.probe): on first use
 
     profiles = list_profiles()
@@ -30,7 +33,18 @@ def get_profiles(user: CurrentUser) -> dict[str, Any]:
     data = []
     for p in profiles:
         ok, reason = reach[p.name]
-        data.append({**p.model_dump(mode="json"), "reachable": ok, "reason": reason})
+        try:
+            dot = resolve_int8_dot(p)
+        except Int8DotError as e:
+            dot = f"refused: {e}"
+        data.append(
+            {
+                **p.model_dump(mode="json"),
+                "reachable": ok,
+                "reason": reason,
+                "int8_dot_resolved": dot,
+            }
+        )
     return {"data": data, "count": len(data)}
 
 
