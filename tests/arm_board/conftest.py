@@ -1,8 +1,8 @@
 """An emulated aarch64 board for the ARM profiles: qemu-user runs an arm64 Python with the
 aarch64 TVM wheel (``scripts/arm-board.sh`` builds it once, cached in ``HWNAS_ARM_BOARD_DIR``,
 default ``~/.cache/hwnas/arm-board``), serving TVM RPC under the keys of both built-in ARM
-profiles at a tracker on 127.0.0.1. One board per test session; everything it starts is
-stopped by process group when the session ends.
+profiles at a tracker on 127.0.0.1. One board for the tests of this package; everything it
+starts is stopped by process group when they are done.
 
 In CI (``CI`` set) a board that cannot be built or does not register fails the tests;
 elsewhere (no root for apt, say) they skip, saying why.
@@ -99,7 +99,7 @@ def _build(root: Path, log: Path) -> None:
         _give_up(f"building {root} failed:\n{log.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when tests/arm_board is done, not at session end
 def arm_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
     logs = tmp_path_factory.mktemp("arm-board")
     default = Path.home() / ".cache" / "hwnas" / "arm-board"
