@@ -52,6 +52,7 @@ from workers.probe.cache import structure_hash, tensor_shapes  # noqa: E402
 from workers.probe.lowering import deployable, to_relax  # noqa: E402
 from workers.probe.pretune import pretune, sample_candidates  # noqa: E402
 from workers.probe.structure import structural_model  # noqa: E402
+from workers.probe.targets import measuring_isa  # noqa: E402
 from workers.probe.tuning import MODULE_EQUALITY  # noqa: E402
 
 
@@ -225,7 +226,7 @@ def main() -> None:
     print(json.dumps(tasks), flush=True)
     tuned_ms = [r["tuned_ms"] for r in rows]
     ort = [r["ort_ms"] for r in rows]
-    tuned_isa = probe(structural_model(cand), x, profile).isa
+    tuned_isa = measuring_isa(profile)
     result = {
         "profile": a.profile,
         "space": a.space,
